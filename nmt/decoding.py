@@ -1,0 +1,216 @@
+"""Compiled, batched decoding: greedy search and beam search.
+
+Each decoder is one ``tf.function`` holding a ``tf.while_loop`` over target steps for the
+whole batch: no Python per step and no Keras ``predict``. The loop ends as soon as every
+sentence has produced EOS or reached its length limit ``min(a * |src| + b, cap)``.
+Both return token ids [B, T] (0 after the end), lengths (EOS included), scores (sum of
+log-probabilities; beam search divides by ``length ** length_penalty``) and, on request,
+attention weights [B, T, S].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from nmt.config import DecodingConfig
+from nmt.model.seq2seq import Seq2Seq
+from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
+
+_NEG_INF = -1e9
+
+
+@dataclass
+class Hypotheses:
+    """Decoding results for a batch (numpy): ``tokens`` [B, N, T], ``scores`` [B, N], ``attention`` [B, N, T, S] or None."""
+
+    tokens: np.ndarray
+    lengths: np.ndarray
+    scores: np.ndarray
+    attention: np.ndarray | None
+
+
+def max_output_lengths(src_lengths: tf.Tensor, cfg: DecodingConfig) -> tf.Tensor:
+    """Per-sentence output limit ``min(a * |src| + b, cap)`` (|src| without EOS), at least 1."""
+    n = tf.cast(src_lengths, tf.float32) * cfg.max_length_a + cfg.max_length_b
+    return tf.clip_by_value(tf.cast(tf.math.ceil(n), tf.int32), 1, cfg.max_length_cap)
+
+
+def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
+                  with_attention: bool = False) -> tuple[tf.Tensor, ...]:
+    """Greedy decoding of source ids [B, S] until EOS; call inside a ``tf.function``.
+
+    Returns ``(tokens [B, T], lengths [B], scores [B], attention [B, T, S])`` (attention is
+    an empty [B, 0, S] tensor unless ``with_attention``).
+    """
+    memory, keys, mask, state = model.encode(src)
+    batch = tf.shape(src)[0]
+    src_len = tf.shape(src)[1]
+    limit = tf.reduce_max(max_lengths)
+    y = tf.fill([batch], BOS_ID)
+    finished = tf.zeros([batch], tf.bool)
+    lengths = tf.zeros([batch], tf.int32)
+    scores = tf.zeros([batch], tf.float32)
+    tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
+    attn = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
+
+    def body(t, y, state, finished, lengths, scores, tokens, attn):
+        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
+        log_probs = tf.nn.log_softmax(model.logits(hidden))
+        y_new = tf.argmax(log_probs, -1, output_type=tf.int32)
+        best = tf.reduce_max(log_probs, -1)
+        # The last allowed step emits EOS so every output ends properly.
+        y_new = tf.where(t + 1 >= max_lengths, EOS_ID, y_new)
+        y_new = tf.where(finished, PAD_ID, y_new)
+        scores += tf.where(finished, 0.0, best)
+        lengths += tf.cast(~finished, tf.int32)
+        finished |= tf.equal(y_new, EOS_ID)
+        if with_attention:
+            attn = attn.write(t, tf.cast(weights, tf.float32))
+        return t + 1, y_new, state, finished, lengths, scores, tokens.write(t, y_new), attn
+
+    _, _, _, _, lengths, scores, tokens, attn = tf.while_loop(
+        lambda t, y, s, finished, *_: tf.logical_and(t < limit, ~tf.reduce_all(finished)),
+        body, (0, y, state, finished, lengths, scores, tokens, attn),
+        maximum_iterations=limit)
+    out = tf.transpose(tokens.stack(), [1, 0])
+    if with_attention:
+        attention = tf.transpose(attn.stack(), [1, 0, 2])
+    else:
+        attention = tf.zeros([batch, 0, src_len])
+    return out, lengths, scores, attention
+
+
+def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_size: int,
+                length_penalty: float, with_attention: bool = False) -> tuple[tf.Tensor, ...]:
+    """Batched beam search; call inside a ``tf.function``.
+
+    Finished hypotheses stay in the beam with a frozen score; the final ranking divides
+    each score by ``length ** length_penalty``. Returns ``(tokens [B, K, T], lengths [B, K],
+    scores [B, K], attention [B, K, T, S])``, hypotheses sorted best first.
+    """
+    k = beam_size
+    memory, keys, mask, state = model.encode(src)
+    batch = tf.shape(src)[0]
+    src_len = tf.shape(src)[1]
+
+    def tile(x: tf.Tensor) -> tf.Tensor:  # [B, ...] -> [B*K, ...]
+        return tf.repeat(x, k, axis=0)
+
+    memory, keys, mask, state = tile(memory), tile(keys), tile(mask), tile(state)
+    limits = tf.reshape(tile(max_lengths), [batch, k])
+    limit = tf.reduce_max(max_lengths)
+    scores = tf.tile(tf.constant([0.0] + [_NEG_INF] * (k - 1))[None, :], [batch, 1])   # [B, K]
+    finished = tf.zeros([batch, k], tf.bool)
+    lengths = tf.zeros([batch, k], tf.int32)
+    seqs = tf.zeros([batch, k, 0], tf.int32)
+    attn = tf.zeros([batch, k, 0, src_len], tf.float32)
+    y = tf.fill([batch * k], BOS_ID)
+    vocab = model.projection.vocab_size
+    # Log-probabilities that keep a finished hypothesis as it is: 0 for PAD, -inf elsewhere.
+    frozen = tf.concat([tf.zeros([1]), tf.fill([vocab - 1], _NEG_INF)], 0)
+
+    def body(t, y, state, scores, finished, lengths, seqs, attn):
+        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
+        log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden)), [batch, k, vocab])
+        force_eos = (t + 1 >= limits)[:, :, None]
+        eos_only = tf.one_hot(EOS_ID, vocab, on_value=0.0, off_value=_NEG_INF)
+        log_probs = tf.where(force_eos, log_probs + eos_only, log_probs)
+        log_probs = tf.where(finished[:, :, None], frozen, log_probs)
+        flat = tf.reshape(scores[:, :, None] + log_probs, [batch, k * vocab])
+        scores, index = tf.math.top_k(flat, k=k)
+        beam = index // vocab
+        token = index % vocab
+        gather = lambda x: tf.gather(x, beam, batch_dims=1)  # noqa: E731
+        finished = gather(finished)
+        lengths = gather(lengths) + tf.cast(~finished, tf.int32)
+        seqs = tf.concat([gather(seqs), token[:, :, None]], 2)
+        flat_beam = tf.reshape(beam + tf.range(batch)[:, None] * k, [-1])
+        state = tf.gather(state, flat_beam)
+        if with_attention:
+            w = tf.reshape(tf.cast(weights, tf.float32), [batch, k, 1, src_len])
+            attn = tf.concat([gather(attn), tf.gather(w, beam, batch_dims=1)], 2)
+        finished = finished | tf.equal(token, EOS_ID)
+        return t + 1, tf.reshape(token, [-1]), state, scores, finished, lengths, seqs, attn
+
+    _, _, _, scores, finished, lengths, seqs, attn = tf.while_loop(
+        lambda t, y, s, sc, finished, *_: tf.logical_and(t < limit, ~tf.reduce_all(finished)),
+        body, (0, y, state, scores, finished, lengths, seqs, attn),
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), state.shape, scores.shape,
+                          finished.shape, lengths.shape, tf.TensorShape([None, k, None]),
+                          tf.TensorShape([None, k, None, None])),
+        maximum_iterations=limit)
+    normalised = scores / tf.pow(tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
+    order = tf.argsort(normalised, axis=1, direction="DESCENDING", stable=True)
+    take = lambda x: tf.gather(x, order, batch_dims=1)  # noqa: E731
+    return take(seqs), take(lengths), take(normalised), take(attn)
+
+
+class Decoder:
+    """Compiled decoding functions of one model (traced once, reused for every batch)."""
+
+    def __init__(self, model: Seq2Seq, cfg: DecodingConfig) -> None:
+        self.model, self.cfg = model, cfg
+        self._fns: dict[tuple[int, bool], Callable] = {}
+
+    def _fn(self, beam: int, with_attention: bool) -> Callable:
+        key = (beam, with_attention)
+        if key not in self._fns:
+            spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+            if beam == 1:
+                def run(src, max_lengths):
+                    tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention)
+                    return tokens[:, None], lengths[:, None], scores[:, None], attention[:, None]
+            else:
+                def run(src, max_lengths):
+                    return beam_search(self.model, src, max_lengths, beam, self.cfg.length_penalty, with_attention)
+            self._fns[key] = tf.function(run, input_signature=spec)
+        return self._fns[key]
+
+    def decode(self, src: np.ndarray, src_lengths: np.ndarray, beam: int | None = None,
+               with_attention: bool = False) -> Hypotheses:
+        """Decode a padded batch of source ids (EOS included; ``src_lengths`` without EOS)."""
+        beam = beam or self.cfg.beam_size
+        max_lengths = max_output_lengths(tf.constant(src_lengths, tf.int32), self.cfg)
+        tokens, lengths, scores, attention = self._fn(beam, with_attention)(tf.constant(src, tf.int32), max_lengths)
+        return Hypotheses(tokens.numpy(), lengths.numpy(), scores.numpy(),
+                          attention.numpy() if with_attention else None)
+
+
+def strip(tokens: np.ndarray) -> list[int]:
+    """Token ids of one hypothesis up to (not including) EOS."""
+    ends = np.flatnonzero((tokens == EOS_ID) | (tokens == PAD_ID))
+    return tokens[: ends[0] if len(ends) else len(tokens)].tolist()
+
+
+def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int, beam: int | None = None,
+                  n_best: int = 1, with_attention: bool = False) -> list[list[tuple[list[int], float, np.ndarray | None]]]:
+    """Decode many id sequences (no EOS) in batches sorted by length; results in input order.
+
+    Returns, per sentence, up to ``n_best`` ``(ids without EOS, score, attention [T, S] or None)``;
+    the attention rows cover the output tokens and EOS, the columns the source pieces and EOS.
+    """
+    order = np.argsort([len(s) for s in sentences], kind="stable")
+    results: list = [None] * len(sentences)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
+        lengths = np.array([len(sentences[i]) for i in rows], np.int32)
+        width = int(lengths.max()) + 1
+        src = np.zeros((len(rows), width), np.int32)
+        for j, i in enumerate(rows):
+            src[j, :lengths[j]] = sentences[i]
+            src[j, lengths[j]] = EOS_ID
+        hyp = decoder.decode(src, lengths, beam=beam, with_attention=with_attention)
+        for j, i in enumerate(rows):
+            out = []
+            for n in range(min(n_best, hyp.tokens.shape[1])):
+                ids = strip(hyp.tokens[j, n])
+                att = None
+                if hyp.attention is not None:
+                    att = hyp.attention[j, n, :len(ids) + 1, :lengths[j] + 1]
+                out.append((ids, float(hyp.scores[j, n]), att))
+            results[i] = out
+    return results

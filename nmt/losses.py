@@ -1,0 +1,83 @@
+"""Losses on the shared output projection: sampled softmax for training, full softmax for the rest.
+
+``sampled_softmax_loss`` computes exactly what ``tf.nn.sampled_softmax_loss`` computes with
+``remove_accidental_hits=True`` for given ``sampled_values`` (the tests check this), but is
+written with plain ops so it compiles under XLA (TensorFlow's version cannot: its candidate
+samplers and ``ComputeAccidentalHits`` have no XLA kernels). Candidates come from
+:class:`UnigramSampler`, a fixed unigram sampler over the target piece counts stored by
+``nmt prepare`` (optionally distorted), drawn with replacement by inverse-CDF sampling from a
+stateless seed: the same step always draws the same candidates, also after a resume.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+
+class UnigramSampler:
+    """Fixed unigram candidate sampler: P(id) proportional to count(id) ** distortion."""
+
+    def __init__(self, counts: Sequence[int] | np.ndarray, num_sampled: int, distortion: float = 1.0) -> None:
+        c = np.asarray(counts, dtype=np.float64)
+        p = np.power(c + 1.0, distortion)  # +1: every id can be drawn, none has log(0)
+        p[0] = 0.0  # never draw padding
+        p /= p.sum()
+        self.num_sampled = num_sampled
+        self.log_prob = tf.constant(np.log(np.maximum(p, 1e-30)), tf.float32)
+        self.cdf = tf.constant(np.cumsum(p), tf.float32)
+
+    def sample(self, labels: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Draw candidates for a step; returns ``(sampled [S], true_expected, sampled_expected)``.
+
+        ``labels`` has any shape; ``seed`` is a shape-[2] int tensor (e.g. ``[run seed, step]``).
+        Expected counts are ``num_sampled * P(id)`` (sampling with replacement), in the form
+        ``tf.nn.sampled_softmax_loss`` takes as ``sampled_values``.
+        """
+        u = tf.random.stateless_uniform([self.num_sampled], seed=seed, dtype=tf.float32)
+        sampled = tf.minimum(tf.searchsorted(self.cdf, u, side="right"), tf.shape(self.cdf)[0] - 1)
+        sampled = tf.cast(sampled, tf.int64)
+        n = float(self.num_sampled)
+        true_expected = n * tf.exp(tf.gather(self.log_prob, tf.cast(labels, tf.int64)))
+        sampled_expected = n * tf.exp(tf.gather(self.log_prob, sampled))
+        return sampled, true_expected, sampled_expected
+
+
+def sampled_softmax_loss(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tensor, inputs: tf.Tensor,
+                         sampled: tf.Tensor, true_expected: tf.Tensor, sampled_expected: tf.Tensor) -> tf.Tensor:
+    """Sampled softmax loss per example, with accidental hits removed.
+
+    ``weights`` [V, H], ``biases`` [V], ``labels`` [N] ids, ``inputs`` [N, H]; ``sampled`` [S],
+    ``true_expected`` [N], ``sampled_expected`` [S]. Returns [N] float32 losses.
+    """
+    inputs = tf.cast(inputs, tf.float32)
+    labels = tf.cast(labels, tf.int64)
+    true_w = tf.gather(weights, labels)                                   # [N, H]
+    true_logits = tf.reduce_sum(inputs * true_w, -1) + tf.gather(biases, labels)
+    true_logits -= tf.math.log(true_expected)
+    sampled_w = tf.gather(weights, sampled)                               # [S, H]
+    sampled_logits = tf.matmul(inputs, sampled_w, transpose_b=True) + tf.gather(biases, sampled)
+    sampled_logits -= tf.math.log(sampled_expected)
+    hits = tf.equal(labels[:, None], sampled[None, :])                    # accidental hits
+    sampled_logits = tf.where(hits, tf.constant(-np.finfo(np.float32).max, tf.float32), sampled_logits)
+    logits = tf.concat([true_logits[:, None], sampled_logits], 1)
+    return -tf.nn.log_softmax(logits, axis=-1)[:, 0]
+
+
+def full_softmax_loss(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
+    """Cross-entropy over the whole vocabulary per position (float32), with optional label smoothing."""
+    logits = tf.cast(logits, tf.float32)
+    if label_smoothing == 0.0:
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32), logits=logits)
+    log_probs = tf.nn.log_softmax(logits, axis=-1)
+    nll = -tf.gather(log_probs, tf.cast(labels, tf.int32), batch_dims=labels.shape.rank, axis=-1)
+    return (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
+
+
+def masked_mean(losses: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """``(mean over unmasked positions, number of unmasked positions)``."""
+    mask = tf.cast(mask, tf.float32)
+    count = tf.reduce_sum(mask)
+    return tf.reduce_sum(losses * mask) / tf.maximum(count, 1.0), count

@@ -1,0 +1,121 @@
+"""The two decoder placements of Bahdanau attention.
+
+``PostAttentionDecoder`` (``post``, the Keras attention example's layout): the GRU runs over
+the whole target in one op, then attention is computed for every decoder output at once and
+concatenated with it. ``FeedAttentionDecoder`` (``feed``, the classic Bahdanau decoder): at
+each step the previous state queries the attention and the context is fed into the GRU
+input, which needs a step loop.
+
+Both produce the attentional hidden layer ``tanh(W [s_t; c_t])`` that the shared output
+projection turns into logits, and both expose the same one-step interface for decoding.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from nmt.model.attention import BahdanauAttention
+from nmt.model.gru import FastCpuGRU, matmul_last
+
+
+class _DecoderBase(keras.layers.Layer):
+    """Embedding, attention and attentional layer shared by both placements."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, units: int, attention_units: int,
+                 attentional_units: int, dropout: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.vocab_size, self.embedding_dim, self.units = vocab_size, embedding_dim, units
+        self.attention_units, self.attentional_units, self.dropout_rate = attention_units, attentional_units, dropout
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        self.attention = BahdanauAttention(attention_units, name="attention")
+        self.attentional = keras.layers.Dense(attentional_units, activation="tanh", name="attentional")
+        self.dropout = keras.layers.Dropout(dropout)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
+                "units": self.units, "attention_units": self.attention_units,
+                "attentional_units": self.attentional_units, "dropout": self.dropout_rate}
+
+
+@keras.saving.register_keras_serializable("nmt")
+class PostAttentionDecoder(_DecoderBase):
+    """GRU over the whole target, then attention for all positions at once."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.rnn = FastCpuGRU(self.units, return_sequences=True, return_state=True, name="gru")
+
+    def call(self, tgt_in: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor, memory_mask: tf.Tensor,
+             state: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """Teacher-forced pass: ``(attentional hidden [B, T, A], attention weights [B, T, S])``."""
+        x = self.dropout(self.embedding(tgt_in), training=training)
+        outputs, _ = self.rnn(x, initial_state=state, training=training)
+        context, weights = self.attention(outputs, keys, memory, memory_mask)
+        hidden = self.attentional(tf.concat([outputs, context], -1))
+        return self.dropout(hidden, training=training), weights
+
+    def step(self, y_prev: tf.Tensor, state: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor,
+             memory_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``."""
+        out, new_state = self.rnn.cell(self.embedding(y_prev), [state])
+        new_state = new_state[0] if isinstance(new_state, (list, tuple)) else new_state
+        context, weights = self.attention(out, keys, memory, memory_mask)
+        return self.attentional(tf.concat([out, context], -1)), new_state, weights
+
+
+@keras.saving.register_keras_serializable("nmt")
+class FeedAttentionDecoder(_DecoderBase):
+    """Classic Bahdanau decoder: the previous state queries attention, the context feeds the GRU."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cell = keras.layers.GRUCell(self.units, reset_after=True, name="gru_cell")
+
+    def _cell_step(self, x_emb_proj: tf.Tensor, context: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
+        """GRU update with the embedding part of the input projection precomputed."""
+        c = self.cell
+        units = self.units
+        x = x_emb_proj + tf.matmul(context, c.kernel[self.embedding_dim:])
+        hr = tf.matmul(h, c.recurrent_kernel) + c.bias[1]
+        z = tf.sigmoid(x[:, :units] + hr[:, :units])
+        r = tf.sigmoid(x[:, units:2 * units] + hr[:, units:2 * units])
+        hh = tf.tanh(x[:, 2 * units:] + r * hr[:, 2 * units:])
+        return z * h + (1.0 - z) * hh
+
+    def _ensure_built(self, memory: tf.Tensor) -> None:
+        if not self.cell.built:
+            self.cell.build((None, self.embedding_dim + memory.shape[-1]))
+
+    def call(self, tgt_in: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor, memory_mask: tf.Tensor,
+             state: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """Teacher-forced pass (a compiled step loop): hidden [B, T, A] and weights [B, T, S]."""
+        self._ensure_built(memory)
+        x = self.dropout(self.embedding(tgt_in), training=training)
+        x_proj = matmul_last(tf.transpose(x, [1, 0, 2]), self.cell.kernel[:self.embedding_dim]) + self.cell.bias[0]
+        steps = tf.shape(x_proj)[0]
+        xs = tf.TensorArray(x_proj.dtype, size=steps).unstack(x_proj)
+        outs = tf.TensorArray(x_proj.dtype, size=steps)
+        ctxs = tf.TensorArray(memory.dtype, size=steps)
+        wts = tf.TensorArray(memory.dtype, size=steps)
+
+        def body(t, h, outs, ctxs, wts):
+            context, weights = self.attention(h, keys, memory, memory_mask)
+            h = self._cell_step(xs.read(t), context, h)
+            return t + 1, h, outs.write(t, h), ctxs.write(t, context), wts.write(t, weights)
+
+        _, _, outs, ctxs, wts = tf.while_loop(lambda t, *_: t < steps, body, (0, state, outs, ctxs, wts),
+                                              maximum_iterations=steps)
+        outputs = tf.transpose(outs.stack(), [1, 0, 2])
+        context = tf.transpose(ctxs.stack(), [1, 0, 2])
+        hidden = self.attentional(tf.concat([outputs, context], -1))
+        return self.dropout(hidden, training=training), tf.transpose(wts.stack(), [1, 0, 2])
+
+    def step(self, y_prev: tf.Tensor, state: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor,
+             memory_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``."""
+        self._ensure_built(memory)
+        context, weights = self.attention(state, keys, memory, memory_mask)
+        x_proj = tf.matmul(self.embedding(y_prev), self.cell.kernel[:self.embedding_dim]) + self.cell.bias[0]
+        h = self._cell_step(x_proj, context, state)
+        return self.attentional(tf.concat([h, context], -1)), h, weights

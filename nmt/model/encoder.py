@@ -1,0 +1,41 @@
+"""The encoder: embeddings, stacked bidirectional GRUs and the bridge to the decoder state."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from nmt.model.gru import FastCpuGRU
+
+
+@keras.saving.register_keras_serializable("nmt")
+class Encoder(keras.layers.Layer):
+    """Bidirectional GRU encoder with a dense+tanh bridge to the decoder's initial state."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, units: int, layers: int,
+                 decoder_units: int, dropout: float, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.vocab_size, self.embedding_dim, self.units = vocab_size, embedding_dim, units
+        self.num_layers, self.decoder_units, self.dropout_rate = layers, decoder_units, dropout
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
+        # One attribute per layer: tf.train.Checkpoint does not follow Keras' tracked lists.
+        for i in range(layers):
+            setattr(self, f"bigru_{i}", keras.layers.Bidirectional(
+                FastCpuGRU(units, return_sequences=True, return_state=True), name=f"bigru_{i}"))
+        self.dropout = keras.layers.Dropout(dropout)
+        self.bridge = keras.layers.Dense(decoder_units, activation="tanh", name="bridge")
+
+    def call(self, src: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Encode ids [B, S] (0 = padding) into ``(memory [B, S, 2U], mask [B, S], state [B, D])``."""
+        mask = tf.not_equal(src, 0)
+        x = self.dropout(self.embedding(src), training=training)
+        for i in range(self.num_layers):
+            x, fw, bw = getattr(self, f"bigru_{i}")(x, mask=mask, training=training)
+            x = self.dropout(x, training=training)
+        state = self.bridge(tf.concat([fw, bw], -1))
+        return x, mask, state
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
+                "units": self.units, "layers": self.num_layers, "decoder_units": self.decoder_units,
+                "dropout": self.dropout_rate}

@@ -1,0 +1,122 @@
+"""The assembled encoder-decoder and its output projection."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from nmt.config import ModelConfig
+from nmt.model.decoder import FeedAttentionDecoder, PostAttentionDecoder
+from nmt.model.encoder import Encoder
+from nmt.model.gru import matmul_last
+
+
+@keras.saving.register_keras_serializable("nmt")
+class OutputProjection(keras.layers.Layer):
+    """Projection from the attentional hidden layer to target-vocabulary logits.
+
+    The kernel is stored as [hidden, vocab] (the fast layout for the full matmul on CPUs);
+    :meth:`weights_by_row` gives the [vocab, hidden] view the sampled loss gathers rows from.
+    With ``tied_embedding`` the target embedding matrix is used instead of an own kernel.
+    """
+
+    def __init__(self, vocab_size: int, tied_embedding: keras.layers.Embedding | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+        self.tied_embedding = tied_embedding
+
+    def build(self, input_shape) -> None:
+        if self.tied_embedding is None:
+            self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.vocab_size),
+                                          initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.vocab_size,), initializer="zeros")
+        self.built = True
+
+    def call(self, hidden: tf.Tensor) -> tf.Tensor:
+        """Logits [..., V] in float32."""
+        if self.tied_embedding is not None:
+            w = tf.transpose(tf.cast(self.tied_embedding.embeddings, hidden.dtype))
+        else:
+            w = tf.cast(self.kernel, hidden.dtype)
+        return tf.cast(matmul_last(hidden, w), tf.float32) + self.bias
+
+    def weights_by_row(self) -> tf.Tensor:
+        """The projection as a [vocab, hidden] matrix (rows are gathered by the sampled loss)."""
+        if self.tied_embedding is not None:
+            return self.tied_embedding.embeddings
+        return tf.transpose(self.kernel)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "vocab_size": self.vocab_size}
+
+
+@keras.saving.register_keras_serializable("nmt")
+class Seq2Seq(keras.Model):
+    """GRU encoder-decoder with Bahdanau attention (``post`` or ``feed`` placement)."""
+
+    def __init__(self, src_vocab_size: int, tgt_vocab_size: int, embedding_dim: int = 256,
+                 encoder_units: int = 256, encoder_layers: int = 1, decoder_units: int = 512,
+                 attention_units: int = 512, attentional_units: int = 512, attention_placement: str = "post",
+                 dropout: float = 0.2, tie_target_embedding: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.settings = dict(src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size,
+                             embedding_dim=embedding_dim, encoder_units=encoder_units,
+                             encoder_layers=encoder_layers, decoder_units=decoder_units,
+                             attention_units=attention_units, attentional_units=attentional_units,
+                             attention_placement=attention_placement, dropout=dropout,
+                             tie_target_embedding=tie_target_embedding)
+        self.encoder = Encoder(src_vocab_size, embedding_dim, encoder_units, encoder_layers, decoder_units,
+                               dropout, name="encoder")
+        decoder_cls = PostAttentionDecoder if attention_placement == "post" else FeedAttentionDecoder
+        self.decoder = decoder_cls(tgt_vocab_size, embedding_dim, decoder_units, attention_units,
+                                   attentional_units, dropout, name="decoder")
+        self.projection = OutputProjection(
+            tgt_vocab_size, self.decoder.embedding if tie_target_embedding else None, name="projection")
+
+    def build(self, input_shape=None) -> None:
+        """Sub-layers create their weights on the first call (see :func:`build_model`)."""
+        self.built = True
+
+    def encode(self, src: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``(memory, keys, mask, initial decoder state)`` for source ids [B, S]."""
+        memory, mask, state = self.encoder(src, training=training)
+        return memory, self.decoder.attention.keys(memory), mask, state
+
+    def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
+        """Teacher-forced attentional hidden states [B, T, A] for ``(src, tgt_in)``.
+
+        The losses apply the projection themselves (full or sampled softmax); use
+        :meth:`logits` for full logits.
+        """
+        hidden, _ = self.hidden_and_attention(inputs, training=training)
+        return hidden
+
+    def hidden_and_attention(self, inputs: tuple[tf.Tensor, tf.Tensor],
+                             training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+        """Teacher-forced attentional hidden states and attention weights."""
+        src, tgt_in = inputs
+        memory, keys, mask, state = self.encode(src, training=training)
+        return self.decoder(tgt_in, memory, keys, mask, state, training=training)
+
+    def logits(self, hidden: tf.Tensor) -> tf.Tensor:
+        """Full-vocabulary logits (float32) of attentional hidden states."""
+        return self.projection(hidden)
+
+    def get_config(self) -> dict:
+        return dict(self.settings)
+
+
+def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
+    """Create the model described by ``cfg`` and build its weights with a dummy batch."""
+    model = Seq2Seq(src_vocab_size, tgt_vocab_size, embedding_dim=cfg.embedding_dim,
+                    encoder_units=cfg.encoder_units, encoder_layers=cfg.encoder_layers,
+                    decoder_units=cfg.decoder_units, attention_units=cfg.attention_units,
+                    attentional_units=cfg.attentional_units, attention_placement=cfg.attention_placement,
+                    dropout=cfg.dropout, tie_target_embedding=cfg.tie_target_embedding, name="seq2seq")
+    src = tf.ones([1, 2], tf.int32)
+    tgt = tf.ones([1, 2], tf.int32)
+    hidden = model((src, tgt))
+    model.logits(hidden)
+    memory, keys, mask, state = model.encode(src)
+    model.decoder.step(tgt[:, 0], state, memory, keys, mask)
+    return model

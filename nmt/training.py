@@ -1,0 +1,488 @@
+"""``nmt train``: the compiled train step, checkpoints, validation, resume and the run directory.
+
+A run directory holds ``config.yaml`` (the resolved config), the SentencePiece models and
+``manifest.json`` of the prepared data, ``checkpoints/`` (every ``checkpoint_every`` steps,
+the last ``keep_checkpoints`` kept), ``best/`` (the checkpoint of the best dev BLEU),
+``metrics.jsonl`` (one JSON object per log line and per validation), ``tensorboard/`` and
+``train.log``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nmt.config import BREAKING_SECTIONS, Config, config_from_dict, diff_configs, dump_config, read_yaml
+from nmt.errors import InputError, NmtError
+from nmt.fileio import atomic_write_text
+
+
+class TrainingInterrupted(NmtError):
+    """SIGINT or SIGTERM stopped training after a checkpoint was saved."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+@dataclass
+class TrainResult:
+    """What a training run ended with."""
+
+    run_dir: Path
+    step: int
+    best_bleu: float
+    last_dev: dict[str, Any] = field(default_factory=dict)
+    stop_reason: str = ""
+    losses: list[float] = field(default_factory=list)
+
+
+def configure_tensorflow(cfg: Config) -> str:
+    """Threads, determinism, device visibility and precision; returns the device in use.
+
+    Must run before TensorFlow creates its first op (it configures the runtime).
+    """
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    import keras
+    import tensorflow as tf
+
+    t = cfg.training
+    try:
+        if t.threads:
+            tf.config.threading.set_intra_op_parallelism_threads(t.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, t.threads))
+        gpus = tf.config.list_physical_devices("GPU")
+        if t.device == "cpu" and gpus:
+            tf.config.set_visible_devices([], "GPU")
+            gpus = []
+        if gpus:
+            for gpu in gpus:
+                tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:
+        pass  # the runtime is already initialised (a second run in one process): keep its settings
+    gpus = tf.config.list_logical_devices("GPU")
+    if t.device == "gpu" and not gpus:
+        raise NmtError("training.device is 'gpu' but TensorFlow sees no GPU")
+    if t.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    mixed = t.mixed_precision == "on" or (t.mixed_precision == "auto" and bool(gpus))
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+    keras.utils.set_random_seed(t.seed)
+    device = f"GPU ({len(gpus)} visible: {', '.join(g.name for g in gpus)})" if gpus else "CPU"
+    return device + (", mixed float16" if mixed else ", float32")
+
+
+def learning_rate(step: int | Any, cfg: Config) -> Any:
+    """The scheduled learning rate at ``step`` (before any reduce-on-plateau factor)."""
+    import tensorflow as tf
+
+    t = cfg.training
+    step = tf.cast(step, tf.float32) + 1.0
+    warm = float(max(t.warmup_steps, 1))
+    lr = t.learning_rate * tf.minimum(1.0, step / warm)
+    after = tf.maximum(step - t.warmup_steps, 0.0)
+    if t.decay == "inverse_sqrt":
+        lr = lr * tf.math.rsqrt(tf.maximum(step, warm) / warm)
+    elif t.decay == "exponential":
+        lr = lr * tf.pow(t.decay_rate, after / t.decay_steps)
+    return tf.maximum(lr, t.min_learning_rate) if t.decay != "none" else lr
+
+
+def _format_time(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Trainer:
+    """Owns the model, optimizer, checkpoints and the loop of one run directory."""
+
+    def __init__(self, cfg: Config, resume: bool = False, overwrite: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        from nmt.dataset import PreparedData
+
+        self.cfg = cfg
+        self.run_dir = Path(cfg.training.run_dir)
+        self._log_file = None
+        self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.data = PreparedData(cfg.data.prepared_dir)
+        self._prepare_run_dir(resume, overwrite)
+        self.device = configure_tensorflow(cfg)
+        self.log(f"device: {self.device}")
+        self._build()
+
+    # ----------------------------------------------------------------- setup
+    def log(self, message: str) -> None:
+        """Print a progress line and append it to ``train.log``."""
+        self._print(message)
+        if self._log_file is not None:
+            self._log_file.write(message + "\n")
+            self._log_file.flush()
+
+    def _prepare_run_dir(self, resume: bool, overwrite: bool) -> None:
+        run = self.run_dir
+        snapshot = run / "config.yaml"
+        self.resuming = False
+        if run.exists() and any(run.iterdir()):
+            if not snapshot.is_file():
+                raise InputError(f"{run}: exists and is not a run directory (no config.yaml); "
+                                 "choose another training.run_dir")
+            if overwrite:
+                shutil.rmtree(run)
+            elif resume:
+                old = config_from_dict(read_yaml(snapshot), str(snapshot))
+                diffs = diff_configs(old, self.cfg)
+                breaking = [d for d in diffs if d[0].split(".")[0] in BREAKING_SECTIONS]
+                if breaking:
+                    keys = ", ".join(f"{k} ({a!r} -> {b!r})" for k, a, b in breaking)
+                    raise InputError(f"{snapshot}: cannot resume, these keys differ from the run's config "
+                                     f"and would break its checkpoints: {keys}")
+                self.resuming = True
+                self._changed = diffs
+            else:
+                raise InputError(f"{run}: run directory exists; use --resume to continue it "
+                                 "or --overwrite to start again")
+        run.mkdir(parents=True, exist_ok=True)
+        for name in {self.data.manifest["vocab"]["src_model"], self.data.manifest["vocab"]["tgt_model"],
+                     "manifest.json"}:
+            shutil.copyfile(self.data.path / name, run / f".{name}.tmp")
+            os.replace(run / f".{name}.tmp", run / name)
+        atomic_write_text(snapshot, dump_config(self.cfg))
+        self._log_file = open(run / "train.log", "a", encoding="utf-8")
+        if self.resuming:
+            for key, a, b in self._changed:
+                self.log(f"resume: {key} changed from {a!r} to {b!r}")
+
+    def _build(self) -> None:
+        import keras
+        import tensorflow as tf
+
+        from nmt.dataset import BatchPlanner
+        from nmt.decoding import Decoder
+        from nmt.losses import UnigramSampler
+        from nmt.model import build_model
+
+        cfg, t = self.cfg, self.cfg.training
+        self.strategy = tf.distribute.get_strategy()
+        with self.strategy.scope():
+            self.model = build_model(cfg.model, self.data.src_vocab_size, self.data.tgt_vocab_size)
+            self.plateau_scale = tf.Variable(1.0, trainable=False, name="plateau_scale")
+            schedule = _Schedule(cfg, self.plateau_scale)
+            optimizer = keras.optimizers.Adam(learning_rate=schedule,
+                                              global_clipnorm=t.clip_norm if t.clip_norm > 0 else None)
+            if keras.mixed_precision.global_policy().name == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+            optimizer.build(self.model.trainable_variables)
+            self.optimizer = optimizer
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.batch_in_epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
+            self.best_bleu = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_bleu")
+            self.bad_validations = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_validations")
+            self.plateau_bad = tf.Variable(0, dtype=tf.int64, trainable=False, name="plateau_bad")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
+            best_bleu=self.best_bleu, bad_validations=self.bad_validations, plateau_scale=self.plateau_scale,
+            plateau_bad=self.plateau_bad)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "checkpoints",
+                                                  max_to_keep=t.keep_checkpoints, checkpoint_name="ckpt")
+        self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "best", max_to_keep=1,
+                                                       checkpoint_name="ckpt")
+        vocab_size = self.data.tgt_vocab_size
+        self.sampled = 0 < t.num_sampled < vocab_size
+        self.sampler = UnigramSampler(self.data.unigram_counts, t.num_sampled, t.sampler_distortion) \
+            if self.sampled else None
+        self.planner = BatchPlanner(self.data.split("train"), t.batch_size, t.batch_by, t.bucket_width, t.seed)
+        self.dev = self.data.split("dev")
+        self.decoder = Decoder(self.model, cfg.decoding)
+        # XLA recompiles for every batch shape and measured slower on CPUs (docs/benchmarks.md),
+        # so ``auto`` leaves it off.
+        self.xla = t.xla == "on"
+        self._train_step = self._make_train_step()
+        self._eval_step = self._make_eval_step()
+
+    # ----------------------------------------------------------------- steps
+    def _loss(self, src, tgt_in, tgt_out, training: bool, seed=None):
+        import tensorflow as tf
+
+        from nmt.losses import full_softmax_loss, masked_mean, sampled_softmax_loss
+
+        hidden = self.model((src, tgt_in), training=training)
+        mask = tf.not_equal(tgt_out, 0)
+        if training and self.sampled:
+            flat = tf.reshape(hidden, [-1, hidden.shape[-1]])
+            labels = tf.reshape(tgt_out, [-1])
+            sampled, true_exp, sampled_exp = self.sampler.sample(labels, seed)
+            proj = self.model.projection
+            losses = sampled_softmax_loss(proj.weights_by_row(), proj.bias, labels, flat,
+                                          sampled, true_exp, sampled_exp)
+            losses = tf.reshape(losses, tf.shape(tgt_out))
+        else:
+            smoothing = self.cfg.training.label_smoothing if training else 0.0
+            losses = full_softmax_loss(self.model.logits(hidden), tgt_out, smoothing)
+        return masked_mean(losses, mask)
+
+    def _make_train_step(self):
+        import tensorflow as tf
+
+        model, optimizer = self.model, self.optimizer
+        seed0 = tf.constant(self.cfg.training.seed, tf.int64)
+        spec = [tf.TensorSpec([None, None], tf.int32)] * 3
+
+        def step(src, tgt_in, tgt_out):
+            seed = tf.stack([seed0, tf.cast(optimizer.iterations, tf.int64)])
+            with tf.GradientTape() as tape:
+                loss, tokens = self._loss(src, tgt_in, tgt_out, True, seed)
+                scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
+            grads = tape.gradient(scaled, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            return loss, tokens
+
+        compiled = tf.function(step, jit_compile=True) if self.xla else step
+
+        @tf.function(input_signature=spec)
+        def train_step(src, tgt_in, tgt_out):
+            return self.strategy.run(compiled, args=(src, tgt_in, tgt_out))
+
+        return train_step
+
+    def _make_eval_step(self):
+        import tensorflow as tf
+
+        spec = [tf.TensorSpec([None, None], tf.int32)] * 3
+
+        @tf.function(input_signature=spec)
+        def eval_step(src, tgt_in, tgt_out):
+            loss, tokens = self._loss(src, tgt_in, tgt_out, False)
+            return loss * tokens, tokens
+
+        return eval_step
+
+    # ----------------------------------------------------------------- validation
+    def validate(self) -> dict[str, Any]:
+        """Dev loss and perplexity (full softmax) and greedy-decoded dev BLEU."""
+        from nmt.dataset import BatchPlanner
+        from nmt.decoding import translate_ids
+        from nmt.metrics import bleu
+
+        start = time.perf_counter()
+        planner = BatchPlanner(self.dev, 64, "sentences", 1, 0)
+        total, count = 0.0, 0.0
+        for i in range(0, len(self.dev), 64):
+            rows = np.arange(i, min(i + 64, len(self.dev)))
+            s, ti, to = planner.make_batch(rows)
+            loss_sum, n = self._eval_step(s, ti, to)
+            total += float(loss_sum)
+            count += float(n)
+        dev_loss = total / max(count, 1.0)
+        n_bleu = min(len(self.dev), self.cfg.training.validate_max_sentences)
+        src_vocab, tgt_vocab = self.data.vocabs()
+        sentences = [self.dev.src_ids[self.dev.src_offsets[i]:self.dev.src_offsets[i + 1]].astype(np.int32).tolist()
+                     for i in range(n_bleu)]
+        results = translate_ids(self.decoder, sentences, self.cfg.decoding.batch_size, beam=1)
+        hyps = tgt_vocab.decode([r[0][0] for r in results])
+        refs = self.data.text("dev", "tgt")[:n_bleu]
+        score = bleu(hyps, refs)
+        srcs = self.data.text("dev", "src")[:n_bleu]
+        return {"dev_loss": dev_loss, "dev_ppl": math.exp(min(dev_loss, 50.0)), "dev_bleu": score,
+                "dev_sentences": n_bleu, "seconds": time.perf_counter() - start,
+                "examples": [{"src": srcs[i], "ref": refs[i], "hyp": hyps[i]} for i in range(min(3, n_bleu))]}
+
+    # ----------------------------------------------------------------- loop
+    def _restore(self) -> int:
+        latest = self.manager.latest_checkpoint
+        if self.resuming and latest:
+            try:
+                self.checkpoint.restore(latest).assert_existing_objects_matched()
+            except Exception as exc:  # noqa: BLE001 - any TF restore failure is a corrupt checkpoint
+                raise InputError(f"{latest}: cannot restore checkpoint ({str(exc).splitlines()[0][:200]})") from None
+            step = int(self.optimizer.iterations.numpy())
+            self.log(f"resumed from {latest} at step {step} (epoch {int(self.epoch.numpy())}, "
+                     f"batch {int(self.batch_in_epoch.numpy())})")
+            return step
+        if self.resuming:
+            self.log("resume: no checkpoint yet, starting from step 0")
+        return 0
+
+    def _save(self, step: int) -> str:
+        path = self.manager.save(checkpoint_number=step)
+        return path
+
+    def train(self) -> TrainResult:
+        """Run the training loop until max_steps, max_minutes, early stopping or a signal."""
+        import tensorflow as tf
+
+        cfg, t = self.cfg, self.cfg.training
+        step = self._restore()
+        from tensorflow.core.framework import summary_pb2
+
+        writer = tf.summary.create_file_writer(str(self.run_dir / "tensorboard"))
+        # TensorBoard's scalar plugin reads events tagged this way (no tensorboard package needed).
+        scalar_metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")).SerializeToString()
+        metrics_file = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        result = TrainResult(self.run_dir, step, float(self.best_bleu.numpy()))
+        stop_signal: list[int] = []
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def on_signal(signum, frame):  # noqa: ARG001
+            stop_signal.append(signum)
+
+        for s in previous:
+            try:
+                signal.signal(s, on_signal)
+            except ValueError:  # not the main thread
+                pass
+        n_params = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        loss_kind = f"sampled softmax ({t.num_sampled} of {self.data.tgt_vocab_size})" if self.sampled \
+            else f"full softmax over {self.data.tgt_vocab_size}"
+        self.log(f"model: {cfg.model.attention_placement} attention, {n_params:,} parameters; loss: {loss_kind}; "
+                 f"XLA: {'on' if self.xla else 'off'}; train pairs: {len(self.planner.split):,}")
+
+        def record(kind: str, values: dict[str, Any]) -> None:
+            row = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
+            metrics_file.write(json.dumps(row) + "\n")
+            metrics_file.flush()
+            with writer.as_default(step=step):
+                for k, v in values.items():
+                    if isinstance(v, (int, float)) and k != "epoch":
+                        tf.summary.write(f"{kind}/{k}", tf.constant(float(v), tf.float32), metadata=scalar_metadata)
+
+        start = time.perf_counter()
+        window_tokens, window_loss, window_steps, window_start = 0.0, 0.0, 0, time.perf_counter()
+        batches = self.planner.batches(int(self.epoch.numpy()), int(self.batch_in_epoch.numpy()))
+        ds = tf.data.Dataset.from_generator(
+            lambda: ((e, i, *b) for e, i, b in batches),
+            output_signature=(tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64),
+                              *[tf.TensorSpec([None, None], tf.int32)] * 3)).prefetch(2)
+        last_saved = step
+        try:
+            for epoch, index, src, tgt_in, tgt_out in ds:
+                if step >= t.max_steps:
+                    result.stop_reason = f"reached training.max_steps={t.max_steps}"
+                    break
+                if t.max_minutes is not None and time.perf_counter() - start >= t.max_minutes * 60:
+                    result.stop_reason = f"reached training.max_minutes={t.max_minutes:g}"
+                    break
+                loss, tokens = self._train_step(src, tgt_in, tgt_out)
+                loss = float(loss)
+                if not math.isfinite(loss):
+                    latest = self.manager.latest_checkpoint or "none"
+                    raise NmtError(f"training loss is {loss} at step {step + 1}; stopped without saving "
+                                   f"(last good checkpoint: {latest})")
+                step += 1
+                self.epoch.assign(epoch)
+                self.batch_in_epoch.assign(index + 1)
+                result.losses.append(loss)
+                window_tokens += float(tokens)
+                window_loss += loss
+                window_steps += 1
+                if step % t.log_every == 0 or step == 1:
+                    elapsed = time.perf_counter() - window_start
+                    lr = float(learning_rate(step, cfg) * self.plateau_scale)
+                    tps = window_tokens / max(elapsed, 1e-9)
+                    remaining = [(t.max_steps - step) * elapsed / window_steps]
+                    if t.max_minutes is not None:
+                        remaining.append(t.max_minutes * 60 - (time.perf_counter() - start))
+                    self.log(f"step {step}/{t.max_steps} | epoch {int(epoch) + 1} | loss {window_loss / window_steps:.3f} "
+                             f"| lr {lr:.2e} | {tps:,.0f} tok/s | elapsed {_format_time(time.perf_counter() - start)} "
+                             f"| ETA {_format_time(max(0.0, min(remaining)))}")
+                    record("train", {"loss": window_loss / window_steps, "learning_rate": lr,
+                                     "tokens_per_second": tps, "epoch": int(epoch) + 1})
+                    window_tokens, window_loss, window_steps, window_start = 0.0, 0.0, 0, time.perf_counter()
+                if step % t.validate_every == 0:
+                    if self._validate_and_maybe_stop(step, record, result):
+                        break
+                    window_start = time.perf_counter()
+                if step % t.checkpoint_every == 0:
+                    self._save(step)
+                    last_saved = step
+                if stop_signal:
+                    break
+        finally:
+            for s, handler in previous.items():
+                try:
+                    signal.signal(s, handler)
+                except ValueError:
+                    pass
+        try:
+            if stop_signal:
+                path = self._save(step) if step != last_saved or not self.manager.latest_checkpoint \
+                    else self.manager.latest_checkpoint
+                name = signal.Signals(stop_signal[0]).name
+                raise TrainingInterrupted(f"{name} received: saved {path} at step {step}; "
+                                          "continue with nmt train --resume", stop_signal[0])
+            if step % t.validate_every != 0 or not result.last_dev:
+                self._validate_and_maybe_stop(step, record, result, final=True)
+            if step != last_saved or not self.manager.latest_checkpoint:
+                self._save(step)
+        finally:
+            metrics_file.close()
+            writer.close()
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+        result.step = step
+        result.best_bleu = float(self.best_bleu.numpy())
+        self.log(f"done at step {step}: {result.stop_reason or 'stopped'}; best dev BLEU {result.best_bleu:.2f}; "
+                 f"run directory {self.run_dir}")
+        return result
+
+    def _validate_and_maybe_stop(self, step: int, record, result: TrainResult, final: bool = False) -> bool:
+        t = self.cfg.training
+        dev = self.validate()
+        result.last_dev = dev
+        improved = dev["dev_bleu"] > float(self.best_bleu.numpy())
+        if improved:
+            self.best_bleu.assign(dev["dev_bleu"])
+            self.bad_validations.assign(0)
+            self.plateau_bad.assign(0)
+        else:
+            self.bad_validations.assign_add(1)
+            self.plateau_bad.assign_add(1)
+        if t.decay == "plateau" and int(self.plateau_bad.numpy()) >= t.plateau_patience:
+            self.plateau_scale.assign(self.plateau_scale * t.decay_rate)
+            self.plateau_bad.assign(0)
+            self.log(f"dev BLEU has not improved for {t.plateau_patience} validations: learning rate x{t.decay_rate:g}")
+        if improved:
+            self.best_manager.save(checkpoint_number=step)
+        record("valid", {k: v for k, v in dev.items() if k != "examples"})
+        self.log(f"validation at step {step}: dev loss {dev['dev_loss']:.3f} | ppl {dev['dev_ppl']:.2f} | "
+                 f"BLEU {dev['dev_bleu']:.2f}{' (best)' if improved else ''} | {dev['seconds']:.1f}s")
+        for ex in dev["examples"]:
+            self.log(f"  src: {ex['src']}\n  ref: {ex['ref']}\n  hyp: {ex['hyp']}")
+        if not final and t.patience and int(self.bad_validations.numpy()) >= t.patience:
+            result.stop_reason = f"early stopping: no dev BLEU gain in {t.patience} validations"
+            return True
+        return False
+
+
+class _Schedule:
+    """Keras learning-rate schedule: warm-up and decay, times the reduce-on-plateau factor."""
+
+    def __new__(cls, cfg: Config, scale: Any):
+        import keras
+
+        class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+            def __call__(self, step):
+                return learning_rate(step, cfg) * scale
+
+            def get_config(self):
+                return {}
+
+        return Schedule()
+
+
+def train(cfg: Config, resume: bool = False, overwrite: bool = False,
+          log: Callable[[str], None] | None = None) -> TrainResult:
+    """Train the model described by ``cfg`` into ``cfg.training.run_dir``."""
+    return Trainer(cfg, resume=resume, overwrite=overwrite, log=log).train()
