@@ -15,7 +15,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 
@@ -37,7 +37,8 @@ class SentencePieceConfig:
     vocab_size: int = _opt(8000, "pieces per model (joint: one model of this size)", min=8)
     joint: bool = _opt(True, "one model shared by source and target, else one per side")
     character_coverage: float = _opt(1.0, "share of characters covered by the model", min=0.9, max=1.0)
-    max_training_sentences: int = _opt(1_000_000, "SentencePiece trains on a seeded sample of at most this many sentences", min=100)
+    max_training_sentences: int = _opt(
+        1_000_000, "SentencePiece trains on a seeded sample of at most this many sentences", min=100)
 
 
 @dataclass(frozen=True)
@@ -47,17 +48,17 @@ class DataConfig:
     prepared_dir: str = _opt("runs/prepared", "output of nmt prepare, input of nmt train")
     src_lang: str = _opt("src", "source language code (used for names only)")
     tgt_lang: str = _opt("tgt", "target language code (used for names only)")
-    train_src: Optional[str] = _opt(None, "source side of the training corpus, one sentence a line (.gz read too)")
-    train_tgt: Optional[str] = _opt(None, "target side of the training corpus, aligned line by line")
-    train_tsv: Optional[str] = _opt(None, "the training corpus as one TSV file instead of two files")
+    train_src: str | None = _opt(None, "source side of the training corpus, one sentence a line (.gz read too)")
+    train_tgt: str | None = _opt(None, "target side of the training corpus, aligned line by line")
+    train_tsv: str | None = _opt(None, "the training corpus as one TSV file instead of two files")
     tsv_src_column: int = _opt(0, "0-based column of the source sentence in TSV files", min=0)
     tsv_tgt_column: int = _opt(1, "0-based column of the target sentence in TSV files", min=0)
-    dev_src: Optional[str] = _opt(None, "explicit dev set, source side (else split from train)")
-    dev_tgt: Optional[str] = _opt(None, "explicit dev set, target side")
-    dev_tsv: Optional[str] = _opt(None, "explicit dev set as TSV")
-    test_src: Optional[str] = _opt(None, "explicit test set, source side (else split from train)")
-    test_tgt: Optional[str] = _opt(None, "explicit test set, target side")
-    test_tsv: Optional[str] = _opt(None, "explicit test set as TSV")
+    dev_src: str | None = _opt(None, "explicit dev set, source side (else split from train)")
+    dev_tgt: str | None = _opt(None, "explicit dev set, target side")
+    dev_tsv: str | None = _opt(None, "explicit dev set as TSV")
+    test_src: str | None = _opt(None, "explicit test set, source side (else split from train)")
+    test_tgt: str | None = _opt(None, "explicit test set, target side")
+    test_tsv: str | None = _opt(None, "explicit test set as TSV")
     dev_size: int = _opt(1000, "pairs held out for dev when no dev files are given", min=0)
     test_size: int = _opt(1000, "pairs held out for test when no test files are given", min=0)
     split_seed: int = _opt(1234, "seed of the held-out split and of the SentencePiece sample")
@@ -97,7 +98,8 @@ class TrainingConfig:
     bucket_width: int = _opt(8, "source-length bucket width in pieces (batches hold similar lengths)", min=1)
     shuffle_buffer: int = _opt(100_000, "pairs in the shuffle buffer", min=1)
     max_steps: int = _opt(20_000, "stop after this many updates", min=1)
-    max_minutes: Optional[float] = _opt(None, "stop after this much wall time (null: no limit)", min=0.0, min_exclusive=True)
+    max_minutes: float | None = _opt(None, "stop after this much wall time (null: no limit)",
+                                     min=0.0, min_exclusive=True)
     num_sampled: int = _opt(512, "sampled-softmax candidates; 0 (or >= vocab) means full softmax", min=0)
     sampler_distortion: float = _opt(1.0, "unigram counts are raised to this power before sampling", min=0.0, max=1.0)
     label_smoothing: float = _opt(0.0, "label smoothing of the full-softmax loss", min=0.0, max=0.5)
@@ -116,7 +118,8 @@ class TrainingConfig:
     validate_every: int = _opt(1000, "steps between validations (dev loss, perplexity and BLEU)", min=1)
     validate_max_sentences: int = _opt(1000, "dev sentences translated for BLEU at each validation", min=1)
     patience: int = _opt(0, "validations without dev BLEU gain before stopping (0: never stop early)", min=0)
-    xla: Literal["auto", "on", "off"] = _opt("auto", "XLA-compile the train step (auto: off; it recompiles per batch shape and measured slower on CPUs)")
+    xla: Literal["auto", "on", "off"] = _opt(
+        "auto", "XLA-compile the train step (auto: off; it recompiles per batch shape and measured slower on CPUs)")
     mixed_precision: Literal["auto", "on", "off"] = _opt("auto", "float16 compute with float32 loss (auto: GPUs only)")
     device: Literal["auto", "cpu", "gpu"] = _opt("auto", "auto: a GPU when TensorFlow sees one, else the CPU")
     threads: int = _opt(0, "TensorFlow intra-op threads (0: TensorFlow's choice)", min=0)

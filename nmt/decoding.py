@@ -10,8 +10,8 @@ attention weights [B, T, S].
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +25,10 @@ _NEG_INF = -1e9
 
 @dataclass
 class Hypotheses:
-    """Decoding results for a batch (numpy): ``tokens`` [B, N, T], ``scores`` [B, N], ``attention`` [B, N, T, S] or None."""
+    """Decoding results of a batch (numpy).
+
+    ``tokens`` [B, N, T], ``lengths`` and ``scores`` [B, N], ``attention`` [B, N, T, S] or None.
+    """
 
     tokens: np.ndarray
     lengths: np.ndarray
@@ -61,11 +64,10 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
         log_probs = tf.nn.log_softmax(model.logits(hidden))
         y_new = tf.argmax(log_probs, -1, output_type=tf.int32)
-        best = tf.reduce_max(log_probs, -1)
         # The last allowed step emits EOS so every output ends properly.
         y_new = tf.where(t + 1 >= max_lengths, EOS_ID, y_new)
+        scores += tf.where(finished, 0.0, tf.gather(log_probs, y_new, batch_dims=1))
         y_new = tf.where(finished, PAD_ID, y_new)
-        scores += tf.where(finished, 0.0, best)
         lengths += tf.cast(~finished, tf.int32)
         finished |= tf.equal(y_new, EOS_ID)
         if with_attention:
@@ -88,8 +90,9 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
                 length_penalty: float, with_attention: bool = False) -> tuple[tf.Tensor, ...]:
     """Batched beam search; call inside a ``tf.function``.
 
-    Finished hypotheses stay in the beam with a frozen score; the final ranking divides
-    each score by ``length ** length_penalty``. Returns ``(tokens [B, K, T], lengths [B, K],
+    Finished hypotheses stay in the beam with a frozen score; the search ends when the best
+    hypothesis of every sentence has ended; the final ranking divides each score by
+    ``length ** length_penalty``. Returns ``(tokens [B, K, T], lengths [B, K],
     scores [B, K], attention [B, K, T, S])``, hypotheses sorted best first.
     """
     k = beam_size
@@ -137,7 +140,8 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
         return t + 1, tf.reshape(token, [-1]), state, scores, finished, lengths, seqs, attn
 
     _, _, _, scores, finished, lengths, seqs, attn = tf.while_loop(
-        lambda t, y, s, sc, finished, *_: tf.logical_and(t < limit, ~tf.reduce_all(finished)),
+        # Scores only fall, so once the best hypothesis of every sentence has ended nothing can overtake it.
+        lambda t, y, s, sc, finished, *_: tf.logical_and(t < limit, ~tf.reduce_all(finished[:, 0])),
         body, (0, y, state, scores, finished, lengths, seqs, attn),
         shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), state.shape, scores.shape,
                           finished.shape, lengths.shape, tf.TensorShape([None, k, None]),
@@ -187,7 +191,8 @@ def strip(tokens: np.ndarray) -> list[int]:
 
 
 def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int, beam: int | None = None,
-                  n_best: int = 1, with_attention: bool = False) -> list[list[tuple[list[int], float, np.ndarray | None]]]:
+                  n_best: int = 1, with_attention: bool = False
+                  ) -> list[list[tuple[list[int], float, np.ndarray | None]]]:
     """Decode many id sequences (no EOS) in batches sorted by length; results in input order.
 
     Returns, per sentence, up to ``n_best`` ``(ids without EOS, score, attention [T, S] or None)``;

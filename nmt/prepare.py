@@ -105,7 +105,7 @@ def _pairs(corpus: Corpus, d: DataConfig, summary: PrepareSummary) -> Iterator[t
     n_src, n_tgt = count_lines(corpus.src), count_lines(corpus.tgt)
     if n_src != n_tgt:
         raise InputError(f"line counts differ: {corpus.src} has {n_src} lines, {corpus.tgt} has {n_tgt}")
-    for (lineno, s), (_, t) in zip(read_lines(corpus.src, policy), read_lines(corpus.tgt, policy)):
+    for (_, s), (_, t) in zip(read_lines(corpus.src, policy), read_lines(corpus.tgt, policy)):
         if s is None or t is None:
             yield None
             continue

@@ -101,7 +101,9 @@ def learning_rate(step: int | Any, cfg: Config) -> Any:
 
 def _format_time(seconds: float) -> str:
     seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 class Trainer:
@@ -189,8 +191,13 @@ class Trainer:
             self.best_bleu = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_bleu")
             self.bad_validations = tf.Variable(0, dtype=tf.int64, trainable=False, name="bad_validations")
             self.plateau_bad = tf.Variable(0, dtype=tf.int64, trainable=False, name="plateau_bad")
+        # Dropout's seed-generator states are Keras variables that tf.train.Checkpoint does not
+        # reach through the layers; saving them makes a resumed run draw the same masks.
+        random_state = tf.Module()
+        random_state.variables_list = list(self.model.non_trainable_variables)
         self.checkpoint = tf.train.Checkpoint(
-            model=self.model, optimizer=self.optimizer, epoch=self.epoch, batch_in_epoch=self.batch_in_epoch,
+            model=self.model, optimizer=self.optimizer, random_state=random_state, epoch=self.epoch,
+            batch_in_epoch=self.batch_in_epoch,
             best_bleu=self.best_bleu, bad_validations=self.bad_validations, plateau_scale=self.plateau_scale,
             plateau_bad=self.plateau_bad)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "checkpoints",
@@ -393,7 +400,8 @@ class Trainer:
                     remaining = [(t.max_steps - step) * elapsed / window_steps]
                     if t.max_minutes is not None:
                         remaining.append(t.max_minutes * 60 - (time.perf_counter() - start))
-                    self.log(f"step {step}/{t.max_steps} | epoch {int(epoch) + 1} | loss {window_loss / window_steps:.3f} "
+                    self.log(f"step {step}/{t.max_steps} | epoch {int(epoch) + 1} "
+                             f"| loss {window_loss / window_steps:.3f} "
                              f"| lr {lr:.2e} | {tps:,.0f} tok/s | elapsed {_format_time(time.perf_counter() - start)} "
                              f"| ETA {_format_time(max(0.0, min(remaining)))}")
                     record("train", {"loss": window_loss / window_steps, "learning_rate": lr,

@@ -95,7 +95,8 @@ class Translator:
         self.tgt_vocab = Vocab.load(self.run_dir / vocab_info["tgt_model"])
         for side, vocab in (("src", self.src_vocab), ("tgt", self.tgt_vocab)):
             if len(vocab) != vocab_info[f"{side}_size"]:
-                raise InputError(f"{vocab.name}: {len(vocab)} pieces but the manifest says {vocab_info[f'{side}_size']}")
+                raise InputError(f"{vocab.name}: {len(vocab)} pieces but the manifest says "
+                                 f"{vocab_info[f'{side}_size']}")
         cfg = decoding or self.config.decoding
         self.decoding = replace(cfg, **{k: v for k, v in decoding_overrides.items() if v is not None})
         self.model = build_model(self.config.model, len(self.src_vocab), len(self.tgt_vocab))

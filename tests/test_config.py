@@ -31,7 +31,8 @@ def test_unknown_key_suggests_the_close_one():
 
 
 def test_wrong_types_and_ranges_name_file_and_key():
-    assert error_of({"model": {"embedding_dim": "big"}}) == "exp.yaml: model.embedding_dim must be an integer, got 'big'"
+    msg = error_of({"model": {"embedding_dim": "big"}})
+    assert msg == "exp.yaml: model.embedding_dim must be an integer, got 'big'"
     assert error_of({"model": {"dropout": 1.5}}) == "exp.yaml: model.dropout must be <= 0.9, got 1.5"
     assert "training.learning_rate must be > 0" in error_of({"training": {"learning_rate": 0}})
     assert "model.embedding_dim must be an integer, got True" in error_of({"model": {"embedding_dim": True}})

@@ -1,0 +1,95 @@
+"""Model layers: the fast GRU equals Keras' GRU, attention masks and normalises, steps equal the full pass,
+checkpoints round-trip every weight, and the sampled loss equals TensorFlow's."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nmt.config import ModelConfig
+from nmt.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
+from nmt.model import BahdanauAttention, FastCpuGRU, build_model
+
+MASK = tf.constant([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]]) > 0
+
+
+def test_fast_gru_matches_keras_gru_bidirectional_with_mask():
+    keras.utils.set_random_seed(0)
+    x = tf.random.normal([3, 6, 4])
+    fast = keras.layers.Bidirectional(FastCpuGRU(5, return_sequences=True, return_state=True))
+    ref = keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True, return_state=True))
+    fast(x, mask=MASK)
+    ref(x, mask=MASK)
+    ref.set_weights(fast.get_weights())
+    for a, b in zip(fast(x, mask=MASK), ref(x, mask=MASK)):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
+    assert FastCpuGRU.from_config(fast.forward_layer.get_config()).units == 5
+
+
+def test_attention_masks_padding_and_rows_sum_to_one():
+    att = BahdanauAttention(7)
+    memory = tf.random.normal([3, 6, 4])
+    keys = att.keys(memory)
+    context, weights = att(tf.random.normal([3, 5]), keys, memory, MASK)
+    assert context.shape == (3, 4) and weights.shape == (3, 6)
+    np.testing.assert_allclose(tf.reduce_sum(weights, -1).numpy(), 1.0, rtol=1e-6)
+    assert float(tf.reduce_max(tf.where(MASK, 0.0, weights))) == 0.0
+    context, weights = att(tf.random.normal([3, 2, 5]), keys, memory, MASK)  # a query per target position
+    assert context.shape == (3, 2, 4) and weights.shape == (3, 2, 6)
+    assert BahdanauAttention.from_config(att.get_config()).units == 7
+
+
+@pytest.mark.parametrize("placement", ["post", "feed"])
+def test_step_by_step_equals_teacher_forcing_and_checkpoint_round_trip(placement, tmp_path):
+    cfg = ModelConfig(embedding_dim=8, encoder_units=8, encoder_layers=2, decoder_units=12, attention_units=6,
+                      attentional_units=10, attention_placement=placement, dropout=0.0)
+    model = build_model(cfg, 30, 40)
+    src = tf.constant([[5, 6, 7, 3, 0], [8, 9, 3, 0, 0]])
+    tgt = tf.constant([[2, 10, 11, 12], [2, 13, 14, 15]])
+    hidden, weights = model.hidden_and_attention((src, tgt))
+    memory, keys, mask, state = model.encode(src)
+    steps = []
+    for t in range(4):
+        h, state, _ = model.decoder.step(tgt[:, t], state, memory, keys, mask)
+        steps.append(h)
+    np.testing.assert_allclose(tf.stack(steps, 1).numpy(), hidden.numpy(), atol=1e-5)
+    assert float(tf.reduce_max(weights[1, :, 3:])) == 0.0  # padding never attended
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    fresh = build_model(cfg, 30, 40)
+    tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
+    assert len(fresh.weights) == len(model.weights)
+    for a, b in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_sampled_softmax_equals_tensorflow_with_accidental_hits_removed():
+    tf.random.set_seed(1)
+    vocab, hidden, n = 50, 8, 12
+    weights = tf.random.normal([vocab, hidden])
+    biases = tf.random.normal([vocab])
+    inputs = tf.random.normal([n, hidden])
+    labels = tf.constant(np.arange(n) % 7 + 4, tf.int64)
+    sampler = UnigramSampler(np.arange(vocab) + 1, num_sampled=20, distortion=0.75)
+    sampled, true_exp, sampled_exp = sampler.sample(labels, tf.constant([3, 4], tf.int64))
+    assert bool(tf.reduce_any(tf.equal(labels[:, None], sampled[None, :])))  # the test covers accidental hits
+    ours = sampled_softmax_loss(weights, biases, labels, inputs, sampled, true_exp, sampled_exp)
+    theirs = tf.nn.sampled_softmax_loss(weights, biases, labels[:, None], inputs, num_sampled=20,
+                                        num_classes=vocab, sampled_values=(sampled, true_exp[:, None], sampled_exp),
+                                        remove_accidental_hits=True)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5)
+    again = sampler.sample(labels, tf.constant([3, 4], tf.int64))[0]
+    np.testing.assert_array_equal(again.numpy(), sampled.numpy())  # stateless: same seed, same draw
+    assert int(tf.reduce_min(sampled)) >= 1  # padding is never drawn
+
+
+def test_full_softmax_label_smoothing_matches_keras():
+    logits = tf.random.normal([4, 3, 9])
+    labels = tf.constant(np.random.default_rng(0).integers(0, 9, [4, 3]), tf.int32)
+    ours = full_softmax_loss(logits, labels, 0.1)
+    keras_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, reduction=None)
+    theirs = keras_loss(tf.one_hot(labels, 9), logits)
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(full_softmax_loss(logits, labels).numpy(),
+                               tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits).numpy(), rtol=1e-6)

@@ -1,0 +1,75 @@
+"""Training: both losses and placements learn, runs write their files, resume is exact, seeds reproduce."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nmt.config import config_from_dict
+from nmt.training import train
+from tests.conftest import invoke, tiny_config, write_config
+
+
+def run(corpus_dir, tmp_path, name, **training):
+    cfg = tiny_config(corpus_dir, training={"run_dir": str(tmp_path / name), **training})
+    return config_from_dict(cfg, name)
+
+
+@pytest.mark.parametrize("placement,num_sampled", [("post", 64), ("post", 0), ("feed", 64), ("feed", 0)])
+def test_loss_falls_and_run_directory_is_complete(corpus_dir, prepared, tmp_path, placement, num_sampled):
+    cfg = tiny_config(corpus_dir, model={"attention_placement": placement},
+                      training={"run_dir": str(tmp_path / "run"), "num_sampled": num_sampled, "max_steps": 40,
+                                "validate_every": 20})
+    result = train(config_from_dict(cfg), log=lambda s: None)
+    assert result.step == 40 and len(result.losses) == 40
+    first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
+    assert last < first - 0.5, (first, last)
+    run_dir = tmp_path / "run"
+    for name in ("config.yaml", "manifest.json", "spm.model", "train.log", "metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "checkpoints" / "checkpoint").is_file() and (run_dir / "best" / "checkpoint").is_file()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if r["kind"] == "valid"]
+    assert [r["step"] for r in valid] == [20, 40]
+    assert all(r["dev_ppl"] > 1 and 0 <= r["dev_bleu"] <= 100 for r in valid)
+    assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
+
+
+def test_seeded_runs_repeat_and_resume_continues_exactly(corpus_dir, prepared, tmp_path):
+    opts = dict(max_steps=30, checkpoint_every=10, validate_every=100)
+    model = {"dropout": 0.2}
+    mk = lambda name, **t: config_from_dict(tiny_config(  # noqa: E731
+        corpus_dir, model=model, training={"run_dir": str(tmp_path / name), **opts, **t}))
+    a = train(mk("a"), log=lambda s: None)
+    b = train(mk("b"), log=lambda s: None)
+    assert a.losses == b.losses, "two runs with the same seed must give identical losses"
+    train(mk("c", max_steps=20), log=lambda s: None)
+    logs: list[str] = []
+    c = train(mk("c"), resume=True, log=logs.append)
+    assert any("resumed from" in line and "at step 20" in line for line in logs), logs
+    assert any("training.max_steps changed from 20 to 30" in line for line in logs)
+    assert c.step == 30 and c.losses == a.losses[20:30]
+
+
+def test_resume_and_overwrite_rules_via_cli(corpus_dir, trained_run, tmp_path):
+    cfg = tiny_config(corpus_dir, training={"run_dir": str(trained_run)})
+    r = invoke("train", "--config", str(write_config(tmp_path / "same.yaml", cfg)))
+    assert r.exit_code == 2 and "run directory exists; use --resume" in r.stderr
+    changed = tiny_config(corpus_dir, model={"decoder_units": 48}, training={"run_dir": str(trained_run)})
+    r = invoke("train", "--config", str(write_config(tmp_path / "changed.yaml", changed)), "--resume")
+    assert r.exit_code == 2, r.output
+    assert "cannot resume" in r.stderr and "model.decoder_units (32 -> 48)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = invoke("train", "--config", str(tmp_path / "same.yaml"), "--resume", "--overwrite")
+    assert r.exit_code == 2 and "exclusive" in r.stderr
+
+
+def test_run_dir_that_is_not_a_run_is_never_deleted(corpus_dir, prepared, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("do not delete")
+    cfg = tiny_config(corpus_dir, training={"run_dir": str(precious)})
+    r = invoke("train", "--config", str(write_config(tmp_path / "c.yaml", cfg)), "--overwrite")
+    assert r.exit_code == 2 and "not a run directory" in r.stderr
+    assert (precious / "thesis.tex").read_text() == "do not delete"

@@ -1,0 +1,117 @@
+"""Translation: line alignment always, batching invariance, greedy = beam 1, EOS stops, attention export."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nmt.decoding import beam_search, greedy_decode, max_output_lengths
+from nmt.translate import Translator, translate_stream
+from nmt.vocab import EOS_ID
+from tests.conftest import invoke
+
+SENTENCES = ["I am hungry.", "Where is the big red car that we saw yesterday?", "Thanks.", "He is my friend."]
+
+
+@pytest.fixture(scope="module")
+def translator(trained_run) -> Translator:
+    return Translator(trained_run)
+
+
+def test_one_output_line_per_input_line_whatever_the_input(trained_run):
+    long_line = " ".join(["word"] * 400)
+    data = b"I am hungry.\n\n   \n" + long_line.encode() + b"\ncaf\xe9 au lait\nlast line without newline"
+    r = invoke("translate", "--model", str(trained_run), input=data)
+    assert r.exit_code == 0, r.output
+    out = r.stdout.split("\n")
+    assert out[-1] == "" and len(out) - 1 == 6
+    assert out[1] == "" and out[2] == ""
+    assert "1 line(s) longer than 250 pieces were truncated" in r.stderr
+    assert "1 line(s) had invalid UTF-8" in r.stderr
+
+
+def test_json_and_n_best_formats(trained_run):
+    r = invoke("translate", "--model", str(trained_run), "--json", input="I am hungry.\n\n")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert rows[0]["source"] == "I am hungry." and isinstance(rows[0]["score"], float) and rows[0]["tokens"] >= 1
+    assert rows[1] == {"source": "", "translation": "", "score": 0.0, "tokens": 0}
+    r = invoke("translate", "--model", str(trained_run), "--beam", "3", "--n-best", "3", input="Thanks.\nHi.\n")
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and all(len(line.split("\t")) == 6 for line in lines)
+    scores = [float(x) for x in lines[0].split("\t")[1::2]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_sentence_alone_equals_sentence_in_a_batch(translator):
+    alone = [translator.translate([s])[0].text for s in SENTENCES]
+    batched = [t.text for t in translator.translate(SENTENCES * 3)]
+    assert batched == alone * 3
+
+
+def test_beam_of_one_is_greedy(translator):
+    src_ids = translator.src_vocab.encode(SENTENCES)
+    width = max(map(len, src_ids)) + 1
+    src = np.zeros((len(src_ids), width), np.int32)
+    for i, ids in enumerate(src_ids):
+        src[i, :len(ids) + 1] = ids + [EOS_ID]
+    lengths = max_output_lengths(tf.constant([len(s) for s in src_ids]), translator.decoding)
+    g_tokens, g_len, g_scores, _ = tf.function(lambda s, m: greedy_decode(translator.model, s, m))(src, lengths)
+    b_tokens, b_len, b_scores, _ = tf.function(
+        lambda s, m: beam_search(translator.model, s, m, beam_size=1, length_penalty=0.0))(src, lengths)
+    np.testing.assert_array_equal(g_tokens.numpy(), b_tokens.numpy()[:, 0])
+    np.testing.assert_array_equal(g_len.numpy(), b_len.numpy()[:, 0])
+    np.testing.assert_allclose(g_scores.numpy(), b_scores.numpy()[:, 0], rtol=1e-5)
+    greedy = [t.text for t in translator.translate(SENTENCES, beam=1)]
+    assert [t.text for t in translator.translate(SENTENCES, beam=5)] != [] and len(greedy) == len(SENTENCES)
+
+
+def test_eos_stops_decoding_early(trained_run):
+    t = Translator(trained_run)
+    bias = t.model.projection.bias
+    bias.assign(tf.tensor_scatter_nd_update(bias, [[EOS_ID]], [100.0]))  # EOS always wins
+    src = np.array([[10, 11, 12, EOS_ID]], np.int32)
+    for beam in (1, 3):
+        hyp = t.decoder.decode(src, np.array([3]), beam=beam)
+        assert hyp.tokens.shape[-1] == 1 and hyp.tokens[0, 0, 0] == EOS_ID and hyp.lengths[0, 0] == 1
+
+
+def test_attention_matrix_and_heatmap(trained_run, tmp_path):
+    r = invoke("translate", "--model", str(trained_run), "--attention-dir", str(tmp_path), "--attention-max", "2",
+               input="I am hungry.\n\nThanks.\nNot exported.\n")
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in (tmp_path / "attention.jsonl").read_text().splitlines()]
+    assert [row["line"] for row in rows] == [1]  # line 2 is empty; lines 3-4 are past --attention-max 2
+    w = np.array(rows[0]["weights"])
+    assert w.shape == (len(rows[0]["target_pieces"]), len(rows[0]["source_pieces"]))
+    assert rows[0]["source_pieces"][-1] == "</s>" and rows[0]["target_pieces"][-1] == "</s>"
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, atol=1e-3)
+    png = tmp_path / "line-000001.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib.image
+
+    assert matplotlib.image.imread(png).ndim == 3
+
+
+def test_bad_model_directory_errors(tmp_path, trained_run):
+    r = invoke("translate", "--model", str(tmp_path), input="hi\n")
+    assert r.exit_code == 2 and "not a run directory" in r.stderr
+    r = invoke("translate", "--model", str(trained_run), "--checkpoint", str(tmp_path / "nope"), input="hi\n")
+    assert r.exit_code == 2 and "no such checkpoint" in r.stderr
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.lists(st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=60), max_size=12),
+                 st.binary(max_size=300)))
+def test_property_one_line_out_per_line_in(translator, data):
+    raw = data if isinstance(data, bytes) else "\n".join(data).encode("utf-8", "surrogatepass")
+    expected = raw.count(b"\n") + (1 if raw and not raw.endswith(b"\n") else 0)
+    sink = io.StringIO()
+    stats = translate_stream(translator, io.BytesIO(raw), sink, chunk_lines=5)
+    assert stats.lines == expected
+    assert sink.getvalue().count("\n") == expected
