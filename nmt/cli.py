@@ -270,18 +270,22 @@ def _read_text(path: str) -> list[str]:
 @click.option("--metrics", default="bleu", show_default=True, help="comma-separated: bleu, chrf, ter")
 @click.option("--lowercase", is_flag=True, help="case-insensitive scoring")
 @click.option("--tokenize", help="sacreBLEU tokenizer for BLEU (13a, intl, char, none, ...)")
+@click.option("--confidence", is_flag=True, help="add bootstrap 95% confidence intervals (1000 resamples)")
+@click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False),
+              help="paired bootstrap significance test against this baseline hypothesis file")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
 @handle_errors
 def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, save_hyp, metrics, lowercase, tokenize,
-             as_json) -> None:
+             confidence, baseline_path, as_json) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, TER), signatures included.
 
     \b
     Examples:
       nmt eval --hyp test.hyp --ref test.de --metrics bleu,chrf,ter
+      nmt eval --hyp new.hyp --ref test.de --baseline old.hyp      # paired bootstrap p-values
       nmt eval --model runs/multi30k_en_de --src test2016.en --ref test2016.de --save-hyp test.hyp
     """
-    from nmt.metrics import METRICS, score
+    from nmt.metrics import METRICS, paired_test, score
 
     names = [m.strip().lower() for m in metrics.split(",") if m.strip()]
     for name in names:
@@ -310,7 +314,14 @@ def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, save_hyp,
     for path, r in zip(ref_paths, refs):
         if len(r) != len(hyps):
             raise InputError(f"line counts differ: {hyp_name} has {len(hyps)} lines, {path} has {len(r)}")
-    results = score(hyps, refs, names, lowercase=lowercase, tokenize=tokenize)
+    if baseline_path:
+        baseline = _read_text(baseline_path)
+        if len(baseline) != len(hyps):
+            raise InputError(f"line counts differ: {hyp_name} has {len(hyps)} lines, {baseline_path} has "
+                             f"{len(baseline)}")
+        results = paired_test(hyps, baseline, refs, names, lowercase=lowercase, tokenize=tokenize)
+    else:
+        results = score(hyps, refs, names, lowercase=lowercase, tokenize=tokenize, confidence=confidence)
     if as_json:
         click.echo(json.dumps({"hypotheses": hyp_name, "references": list(ref_paths),
                                "results": [r.to_dict() for r in results]}, ensure_ascii=False))

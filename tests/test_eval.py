@@ -81,3 +81,19 @@ def test_eval_with_model_translates_then_scores(trained_run, prepared, tmp_path)
     assert len(saved) == len(ref.read_text().splitlines())
     again = invoke("eval", "--hyp", str(hyp), "--ref", str(ref), "--json")
     assert json.loads(again.stdout)["results"] == json.loads(r.stdout)["results"]
+
+
+def test_confidence_and_paired_baseline(files, tmp_path):
+    r = invoke("eval", "--hyp", str(files["hyp"]), "--ref", str(files["ref1"]), "--confidence", "--json")
+    res = json.loads(r.stdout)["results"][0]
+    assert res["ci"] > 0 and "bs:1000" in res["signature"] and "μ =" in res["text"]
+    weak = tmp_path / "weak.txt"
+    weak.write_text("cat\ndog\nhello\nrain\n")
+    r = invoke("eval", "--hyp", str(files["hyp"]), "--ref", str(files["ref1"]), "--baseline", str(weak),
+               "--metrics", "bleu,chrf", "--json")
+    assert r.exit_code == 0, r.output
+    results = json.loads(r.stdout)["results"]
+    assert [x["name"] for x in results] == ["bleu", "chrf"]
+    assert all(0 <= x["p_value"] <= 1 and x["score"] > x["baseline"] for x in results)
+    r = invoke("eval", "--hyp", str(files["hyp"]), "--ref", str(files["ref1"]), "--baseline", str(files["hyp"]) + "x")
+    assert r.exit_code == 2 and "file not found" in r.stderr

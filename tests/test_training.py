@@ -7,6 +7,7 @@ import json
 import pytest
 
 from nmt.config import config_from_dict
+from nmt.errors import NmtError
 from nmt.training import train
 from tests.conftest import invoke, tiny_config, write_config
 
@@ -73,3 +74,48 @@ def test_run_dir_that_is_not_a_run_is_never_deleted(corpus_dir, prepared, tmp_pa
     r = invoke("train", "--config", str(write_config(tmp_path / "c.yaml", cfg)), "--overwrite")
     assert r.exit_code == 2 and "not a run directory" in r.stderr
     assert (precious / "thesis.tex").read_text() == "do not delete"
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(corpus_dir, prepared, tmp_path, monkeypatch):
+    from nmt.training import Trainer
+
+    cfg = config_from_dict(tiny_config(corpus_dir, training={"run_dir": str(tmp_path / "nan"), "max_steps": 30}))
+    trainer = Trainer(cfg, log=lambda s: None)
+    real_step, calls = trainer._train_step, []
+
+    def poisoned(*batch):
+        calls.append(1)
+        loss, tokens = real_step(*batch)
+        return (loss * float("nan"), tokens) if len(calls) == 13 else (loss, tokens)
+
+    trainer._train_step = poisoned
+    with pytest.raises(NmtError, match=r"training loss is nan at step 13; stopped without saving "
+                                       r"\(last good checkpoint: .*ckpt-10\)"):
+        trainer.train()
+    assert trainer.manager.latest_checkpoint.endswith("ckpt-10")
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(corpus_dir, prepared, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tiny_config(corpus_dir, training={"run_dir": str(tmp_path / "sig"), "max_steps": 100000, "log_every": 5,
+                                            "checkpoint_every": 100000, "validate_every": 100000})
+    path = write_config(tmp_path / "sig.yaml", cfg)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, "-m", "nmt.cli", "train", "--config", str(path)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "sig" / "train.log"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "step 10/" in log.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: SIGTERM received: saved ") and "nmt train --resume" in last
+    assert "Traceback" not in err
+    assert (tmp_path / "sig" / "checkpoints" / "checkpoint").is_file()

@@ -1,0 +1,65 @@
+#!/usr/bin/env python
+"""Time ``nmt prepare`` and print one JSON line per corpus.
+
+Default: Multi30k en-de (train/val/test2016) from ../shared/data, and the full Tatoeba fra-eng
+TSV when present. ``--quick``: the bundled sample only (a few seconds).
+
+    python scripts/bench_prepare.py [--quick] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from nmt.config import config_from_dict
+from nmt.prepare import prepare
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+
+def corpora(quick: bool) -> dict[str, dict]:
+    out = {"bundled_fra_eng_sample": {"train_tsv": str(ROOT / "data" / "fra-eng-sample.tsv.gz"),
+                                      "dev_size": 500, "test_size": 500}}
+    if quick:
+        return out
+    m = SHARED / "multi30k"
+    if m.is_dir():
+        out["multi30k_en_de"] = {"train_src": str(m / "train.en"), "train_tgt": str(m / "train.de"),
+                                 "dev_src": str(m / "val.en"), "dev_tgt": str(m / "val.de"),
+                                 "test_src": str(m / "test2016.en"), "test_tgt": str(m / "test2016.de")}
+    a = SHARED / "anki" / "fra-eng" / "fra.txt"
+    if a.is_file():
+        out["anki_fra_eng_full"] = {"train_tsv": str(a)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="bundled sample only")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    repeats = 1 if args.quick else args.repeats
+    for name, data in corpora(args.quick).items():
+        times, summary = [], None
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                cfg = config_from_dict({"data": {**data, "prepared_dir": str(Path(tmp) / "out")}})
+                start = time.perf_counter()
+                summary = prepare(cfg, log=lambda s: None)
+                times.append(time.perf_counter() - start)
+        print(json.dumps({"bench": "prepare", "corpus": name, "seconds_median": round(statistics.median(times), 2),
+                          "seconds_all": [round(t, 2) for t in times], "pairs_read": summary.read,
+                          "kept": summary.kept, "dropped": summary.dropped, "vocab": summary.src_vocab,
+                          "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+#!/usr/bin/env python
+"""Training speed: target tokens/s of nmt's own training loop (data pipeline included) for the
+reference model, against a plain TensorFlow/Keras step of the same shape, side by side.
+
+Reference model: bidirectional GRU 256 encoder, GRU 512 decoder, Bahdanau attention,
+embeddings 256, batch 64 sentences, Multi30k en-de. Each configuration trains
+``--warmup + --steps`` steps; the figure is the median of the per-10-step tokens/s after the
+warm-up. One JSON line per figure.
+
+    python scripts/bench_train.py                       # V=8k and V=32k, full and sampled, post and feed
+    python scripts/bench_train.py --vocab 8000 --steps 100
+    python scripts/bench_train.py --quick               # tiny model on the bundled sample, < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+from nmt.config import config_from_dict  # noqa: E402
+from nmt.prepare import prepare  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+M30K = ROOT.parent / "shared" / "data" / "multi30k"
+REFERENCE = {"embedding_dim": 256, "encoder_units": 256, "decoder_units": 512, "attention_units": 512,
+             "attentional_units": 512, "dropout": 0.2}
+TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
+        "attentional_units": 64, "dropout": 0.1}
+
+
+def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:
+    out = work / f"prepared_v{vocab}{'_quick' if quick else ''}"
+    if (out / "manifest.json").is_file():
+        return out
+    if quick:
+        data = {"train_tsv": str(ROOT / "data" / "fra-eng-sample.tsv.gz"), "dev_size": 100, "test_size": 100}
+    else:
+        data = {"train_src": str(M30K / "train.en"), "train_tgt": str(M30K / "train.de"),
+                "dev_src": str(M30K / "val.en"), "dev_tgt": str(M30K / "val.de"),
+                "test_src": str(M30K / "test2016.en"), "test_tgt": str(M30K / "test2016.de")}
+    sp = {"vocab_size": vocab, "model_type": "unigram" if vocab <= 8000 else "bpe"}
+    prepare(config_from_dict({"data": {**data, "prepared_dir": str(out), "sentencepiece": sp}}),
+            overwrite=True, log=lambda s: None)
+    return out
+
+
+def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
+              model: dict) -> dict:
+    from nmt.training import Trainer
+
+    run = work / f"run_{placement}_{num_sampled}"
+    cfg = config_from_dict({
+        "data": {"prepared_dir": str(prep)},
+        "model": {**model, "attention_placement": placement},
+        "training": {"run_dir": str(run), "batch_size": 64, "num_sampled": num_sampled, "max_steps": warmup + steps,
+                     "log_every": 10, "validate_every": 10**8, "validate_max_sentences": 1,
+                     "checkpoint_every": 10**8}})
+    trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
+    trainer.train()
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    tps = [r["tokens_per_second"] for r in rows if r["kind"] == "train" and r["step"] > warmup]
+    return {"tokens_per_second": round(statistics.median(tps)), "vocab": trainer.data.tgt_vocab_size}
+
+
+def bench_plain_keras(prep: Path, num_sampled: int, steps: int, warmup: int, model: dict) -> dict:
+    """A plain TensorFlow step: Keras layers, tf.nn.sampled_softmax_loss with its default sampler.
+
+    The same shape as nmt's post placement, written the way a tutorial would: keras.layers.GRU,
+    keras.layers.AdditiveAttention, Dense, one tf.function step, pre-made batches.
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from nmt.dataset import BatchPlanner, PreparedData
+
+    data = PreparedData(prep)
+    vocab_src, vocab_tgt = data.src_vocab_size, data.tgt_vocab_size
+    e, u, d = model["embedding_dim"], model["encoder_units"], model["decoder_units"]
+    src_in = keras.Input((None,), dtype="int32")
+    tgt_in = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(vocab_src, e, mask_zero=True)(src_in)
+    memory, fw, bw = keras.layers.Bidirectional(keras.layers.GRU(u, return_sequences=True, return_state=True))(x)
+    state = keras.layers.Dense(d, activation="tanh")(keras.layers.Concatenate()([fw, bw]))
+    y = keras.layers.Embedding(vocab_tgt, e, mask_zero=True)(tgt_in)
+    dec = keras.layers.GRU(d, return_sequences=True)(y, initial_state=state)
+    query = keras.layers.Dense(2 * u)(dec)
+    context = keras.layers.AdditiveAttention()([query, memory])
+    hidden = keras.layers.Dense(model["attentional_units"], activation="tanh")(
+        keras.layers.Concatenate()([dec, context]))
+    net = keras.Model([src_in, tgt_in], hidden)
+    proj_w = tf.Variable(tf.random.normal([vocab_tgt, model["attentional_units"]], stddev=0.02))
+    proj_b = tf.Variable(tf.zeros([vocab_tgt]))
+    opt = keras.optimizers.Adam(1e-3, global_clipnorm=1.0)
+    variables = net.trainable_variables + [proj_w, proj_b]
+
+    @tf.function
+    def step(src, ti, to):
+        with tf.GradientTape() as tape:
+            h = tf.reshape(net([src, ti], training=True), [-1, proj_w.shape[1]])
+            labels = tf.reshape(to, [-1, 1])
+            mask = tf.cast(tf.reshape(to, [-1]) > 0, tf.float32)
+            if num_sampled:
+                losses = tf.nn.sampled_softmax_loss(proj_w, proj_b, tf.cast(labels, tf.int64), h, num_sampled,
+                                                    vocab_tgt)
+            else:
+                logits = tf.matmul(h, proj_w, transpose_b=True) + proj_b
+                losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels[:, 0], logits)
+            loss = tf.reduce_sum(losses * mask) / tf.reduce_sum(mask)
+        opt.apply(tape.gradient(loss, variables), variables)
+        return tf.reduce_sum(mask)
+
+    planner = BatchPlanner(data.split("train"), 64, "sentences", 1, 0)
+    batches = [planner.make_batch(rows) for rows in planner.plan(0)[:warmup + steps]]
+    rates = []
+    for i in range(0, len(batches), 10):
+        start, tokens = time.perf_counter(), 0.0
+        for b in batches[i:i + 10]:
+            tokens += float(step(*[tf.constant(np.asarray(a)) for a in b]))
+        if i >= warmup:
+            rates.append(tokens / (time.perf_counter() - start))
+    return {"tokens_per_second": round(statistics.median(rates)), "vocab": vocab_tgt}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model on the bundled sample (< 1 minute)")
+    parser.add_argument("--vocab", type=int, nargs="+", default=[8000, 32000])
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--placements", nargs="+", default=["post", "feed"])
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--work", default=str(ROOT / "bench_out"))
+    args = parser.parse_args()
+    import tensorflow as tf
+
+    model = TINY if args.quick else REFERENCE
+    vocabs = [500] if args.quick else args.vocab
+    steps, warmup = (20, 10) if args.quick else (args.steps, args.warmup)
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=work) as tmp:
+        for vocab in vocabs:
+            prep = prepared_dir(work, vocab, args.quick)
+            for num_sampled in (0, 1024 if vocab > 8000 else 512):
+                common = {"bench": "train", "requested_vocab": vocab, "loss": "sampled" if num_sampled else "full",
+                          "num_sampled": num_sampled, "batch": 64, "tf": tf.__version__, "cpus": os.cpu_count(),
+                          "quick": args.quick}
+                if not args.no_baseline:
+                    r = bench_plain_keras(prep, num_sampled, steps, warmup, model)
+                    print(json.dumps({**common, "toolkit": "plain-keras-step", "placement": "post", **r}), flush=True)
+                for placement in args.placements:
+                    r = bench_nmt(prep, Path(tmp), placement, num_sampled, steps, warmup, model)
+                    print(json.dumps({**common, "toolkit": "nmt", "placement": placement, **r}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
