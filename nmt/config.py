@@ -95,8 +95,8 @@ class TrainingConfig:
     deterministic: bool = _opt(True, "enable TensorFlow op determinism (same losses step for step)")
     batch_size: int = _opt(64, "sentences per batch (batch_by: sentences) or target tokens (batch_by: tokens)", min=1)
     batch_by: Literal["sentences", "tokens"] = _opt("sentences", "unit of batch_size")
-    bucket_width: int = _opt(8, "source-length bucket width in pieces (batches hold similar lengths)", min=1)
-    shuffle_buffer: int = _opt(100_000, "pairs in the shuffle buffer", min=1)
+    bucket_width: int = _opt(1, "batch widths are rounded up to a multiple of this (larger: fewer shapes for XLA)",
+                             min=1)
     max_steps: int = _opt(20_000, "stop after this many updates", min=1)
     max_minutes: float | None = _opt(None, "stop after this much wall time (null: no limit)",
                                      min=0.0, min_exclusive=True)

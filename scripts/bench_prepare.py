@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -20,6 +18,7 @@ from pathlib import Path
 
 from nmt.config import config_from_dict
 from nmt.prepare import prepare
+from nmt.sysinfo import machine
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -58,7 +57,7 @@ def main() -> None:
         print(json.dumps({"bench": "prepare", "corpus": name, "seconds_median": round(statistics.median(times), 2),
                           "seconds_all": [round(t, 2) for t in times], "pairs_read": summary.read,
                           "kept": summary.kept, "dropped": summary.dropped, "vocab": summary.src_vocab,
-                          "cpus": os.cpu_count(), "cpu": platform.processor() or platform.machine()}), flush=True)
+                          **machine()}), flush=True)
 
 
 if __name__ == "__main__":

@@ -79,8 +79,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     args = parser.parse_args()
-    import tensorflow as tf
-
+    from nmt.sysinfo import machine
     from nmt.translate import Translator
 
     if args.quick:
@@ -95,8 +94,8 @@ def main() -> None:
     start = time.perf_counter()
     translator = Translator(run_dir)
     load = time.perf_counter() - start
-    common = {"bench": "translate", "run": str(run_dir), "sentences": len(lines), "tf": tf.__version__,
-              "cpus": os.cpu_count(), "quick": args.quick, "load_seconds": round(load, 2)}
+    common = {"bench": "translate", "run": str(run_dir), "sentences": len(lines), "quick": args.quick,
+              **machine(), "load_seconds": round(load, 2)}
     greedy_rate = None
     for beam in args.beams:
         translator.translate(lines[:64], beam=beam)  # trace once (a compiled function per beam size)

@@ -1,4 +1,4 @@
-"""Model layers: the fast GRU equals Keras' GRU, attention masks and normalises, steps equal the full pass,
+"""Model layers: attention masks and normalises, steps equal the full pass,
 checkpoints round-trip every weight, and the sampled loss equals TensorFlow's."""
 
 from __future__ import annotations
@@ -10,22 +10,9 @@ import tensorflow as tf
 
 from nmt.config import ModelConfig
 from nmt.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
-from nmt.model import BahdanauAttention, FastCpuGRU, build_model
+from nmt.model import BahdanauAttention, build_model
 
 MASK = tf.constant([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]]) > 0
-
-
-def test_fast_gru_matches_keras_gru_bidirectional_with_mask():
-    keras.utils.set_random_seed(0)
-    x = tf.random.normal([3, 6, 4])
-    fast = keras.layers.Bidirectional(FastCpuGRU(5, return_sequences=True, return_state=True))
-    ref = keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True, return_state=True))
-    fast(x, mask=MASK)
-    ref(x, mask=MASK)
-    ref.set_weights(fast.get_weights())
-    for a, b in zip(fast(x, mask=MASK), ref(x, mask=MASK)):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-6)
-    assert FastCpuGRU.from_config(fast.forward_layer.get_config()).units == 5
 
 
 def test_attention_masks_padding_and_rows_sum_to_one():

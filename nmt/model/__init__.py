@@ -3,8 +3,7 @@
 from nmt.model.attention import BahdanauAttention
 from nmt.model.decoder import FeedAttentionDecoder, PostAttentionDecoder
 from nmt.model.encoder import Encoder
-from nmt.model.gru import FastCpuGRU
 from nmt.model.seq2seq import OutputProjection, Seq2Seq, build_model
 
-__all__ = ["BahdanauAttention", "Encoder", "FastCpuGRU", "FeedAttentionDecoder", "OutputProjection",
+__all__ = ["BahdanauAttention", "Encoder", "FeedAttentionDecoder", "OutputProjection",
            "PostAttentionDecoder", "Seq2Seq", "build_model"]

@@ -5,16 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-
-def apply_2d(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
-    """Apply a Dense layer to the last axis of ``x`` through a 2-D view.
-
-    Keras' Dense uses ``tensordot`` on higher ranks, whose gradient inside a loop cannot be
-    compiled by XLA; a reshape to 2-D gives a plain matmul.
-    """
-    shape = tf.shape(x)
-    y = layer(tf.reshape(x, [-1, x.shape[-1]]))
-    return tf.reshape(y, tf.concat([shape[:-1], [y.shape[-1]]], 0))
+from nmt.model.ops import apply_2d
 
 
 @keras.saving.register_keras_serializable("nmt")

@@ -16,7 +16,7 @@ import keras
 import tensorflow as tf
 
 from nmt.model.attention import BahdanauAttention
-from nmt.model.gru import FastCpuGRU, matmul_last
+from nmt.model.ops import matmul_last
 
 
 class _DecoderBase(keras.layers.Layer):
@@ -44,7 +44,7 @@ class PostAttentionDecoder(_DecoderBase):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.rnn = FastCpuGRU(self.units, return_sequences=True, return_state=True, name="gru")
+        self.rnn = keras.layers.GRU(self.units, return_sequences=True, return_state=True, name="gru")
 
     def call(self, tgt_in: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor, memory_mask: tf.Tensor,
              state: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:

@@ -1,11 +1,13 @@
-"""The encoder: embeddings, stacked bidirectional GRUs and the bridge to the decoder state."""
+"""The encoder: embeddings, stacked bidirectional GRUs and the bridge to the decoder state.
+
+The GRUs are plain ``keras.layers.GRU`` with the cuDNN-compatible defaults (``reset_after=True``,
+tanh/sigmoid, no recurrent dropout), so Keras runs the fused cuDNN kernel on GPUs.
+"""
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
-
-from nmt.model.gru import FastCpuGRU
 
 
 @keras.saving.register_keras_serializable("nmt")
@@ -21,7 +23,7 @@ class Encoder(keras.layers.Layer):
         # One attribute per layer: tf.train.Checkpoint does not follow Keras' tracked lists.
         for i in range(layers):
             setattr(self, f"bigru_{i}", keras.layers.Bidirectional(
-                FastCpuGRU(units, return_sequences=True, return_state=True), name=f"bigru_{i}"))
+                keras.layers.GRU(units, return_sequences=True, return_state=True), name=f"bigru_{i}"))
         self.dropout = keras.layers.Dropout(dropout)
         self.bridge = keras.layers.Dense(decoder_units, activation="tanh", name="bridge")
 

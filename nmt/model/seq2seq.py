@@ -8,7 +8,7 @@ import tensorflow as tf
 from nmt.config import ModelConfig
 from nmt.model.decoder import FeedAttentionDecoder, PostAttentionDecoder
 from nmt.model.encoder import Encoder
-from nmt.model.gru import matmul_last
+from nmt.model.ops import matmul_last
 
 
 @keras.saving.register_keras_serializable("nmt")

@@ -1,0 +1,24 @@
+"""Small tensor helpers shared by the model layers."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def matmul_last(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """``x [..., I] @ w [I, J]`` as one 2-D matmul.
+
+    ``einsum``'s gradient builds huge temporaries with oneDNN on CPUs, and Keras' Dense on
+    rank > 2 goes through ``tensordot``, whose gradient inside a loop XLA cannot compile.
+    """
+    shape = tf.shape(x)
+    y = tf.matmul(tf.reshape(x, [-1, shape[-1]]), w)
+    return tf.reshape(y, tf.concat([shape[:-1], tf.shape(w)[-1:]], 0))
+
+
+def apply_2d(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
+    """Apply a Dense layer to the last axis of ``x`` through a 2-D view (see :func:`matmul_last`)."""
+    shape = tf.shape(x)
+    y = layer(tf.reshape(x, [-1, x.shape[-1]]))
+    return tf.reshape(y, tf.concat([shape[:-1], [y.shape[-1]]], 0))

@@ -1,0 +1,42 @@
+"""The benchmark scripts' quick modes run (in-process, so TensorFlow is imported once) and print JSON lines."""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run_script(name: str, *args: str, capsys, tmp_path) -> list[dict]:
+    argv = sys.argv
+    sys.argv = [name, *args]
+    try:
+        runpy.run_path(str(ROOT / "scripts" / name), run_name="__main__")
+    finally:
+        sys.argv = argv
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert rows and all(row["cores"] for row in rows)
+    return rows
+
+
+def test_bench_prepare_quick(capsys, tmp_path):
+    rows = run_script("bench_prepare.py", "--quick", capsys=capsys, tmp_path=tmp_path)
+    assert rows[0]["pairs_read"] == 30000 and rows[0]["seconds_median"] > 0
+
+
+@pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", [])])
+def test_bench_quick_modes(script, extra, capsys, tmp_path):
+    rows = run_script(script, "--quick", "--work", str(tmp_path), *extra, capsys=capsys, tmp_path=tmp_path)
+    if script == "bench_train.py":
+        assert {(r["toolkit"], r["loss"]) for r in rows} == {("nmt", "full"), ("nmt", "sampled"),
+                                                              ("plain-keras-step", "full"),
+                                                              ("plain-keras-step", "sampled")}
+        assert all(r["tokens_per_second"] > 0 for r in rows)
+    else:
+        methods = [r["method"] for r in rows]
+        assert methods[:2] == ["nmt greedy", "nmt beam 5"] and "baseline" in methods[2]
+        assert rows[2]["outputs_equal_to_compiled_greedy"] == "5/5"
