@@ -25,32 +25,19 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+import sys  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdata import prepared_dir  # noqa: E402
+
 from nmt.config import config_from_dict  # noqa: E402
-from nmt.prepare import prepare  # noqa: E402
 from nmt.sysinfo import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-M30K = ROOT.parent / "shared" / "data" / "multi30k"
 REFERENCE = {"embedding_dim": 256, "encoder_units": 256, "decoder_units": 512, "attention_units": 512,
              "attentional_units": 512, "dropout": 0.2}
 TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
         "attentional_units": 64, "dropout": 0.1}
-
-
-def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:
-    out = work / f"prepared_v{vocab}{'_quick' if quick else ''}"
-    if (out / "manifest.json").is_file():
-        return out
-    if quick:
-        data = {"train_tsv": str(ROOT / "data" / "fra-eng-sample.tsv.gz"), "dev_size": 100, "test_size": 100}
-    else:
-        data = {"train_src": str(M30K / "train.en"), "train_tgt": str(M30K / "train.de"),
-                "dev_src": str(M30K / "val.en"), "dev_tgt": str(M30K / "val.de"),
-                "test_src": str(M30K / "test2016.en"), "test_tgt": str(M30K / "test2016.de")}
-    sp = {"vocab_size": vocab, "model_type": "unigram" if vocab <= 8000 else "bpe"}
-    prepare(config_from_dict({"data": {**data, "prepared_dir": str(out), "sentencepiece": sp}}),
-            overwrite=True, log=lambda s: None)
-    return out
 
 
 def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,

@@ -28,7 +28,8 @@ def test_bench_prepare_quick(capsys, tmp_path):
     assert rows[0]["pairs_read"] == 30000 and rows[0]["seconds_median"] > 0
 
 
-@pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", [])])
+@pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", []),
+                                          ("bench_limit.py", ["--steps", "5"])])
 def test_bench_quick_modes(script, extra, capsys, tmp_path):
     rows = run_script(script, "--quick", "--work", str(tmp_path), *extra, capsys=capsys, tmp_path=tmp_path)
     if script == "bench_train.py":
@@ -36,6 +37,9 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
                                                               ("plain-keras-step", "full"),
                                                               ("plain-keras-step", "sampled")}
         assert all(r["tokens_per_second"] > 0 for r in rows)
+    elif script == "bench_limit.py":
+        step = rows[-1]
+        assert step["bench"] == "train_step_flops" and 0 < step["fraction_of_peak"] and step["achieved_gflops"] > 0
     else:
         methods = [r["method"] for r in rows]
         assert methods[:2] == ["nmt greedy", "nmt beam 5"] and "baseline" in methods[2]

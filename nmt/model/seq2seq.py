@@ -8,16 +8,16 @@ import tensorflow as tf
 from nmt.config import ModelConfig
 from nmt.model.decoder import FeedAttentionDecoder, PostAttentionDecoder
 from nmt.model.encoder import Encoder
-from nmt.model.ops import matmul_last
 
 
 @keras.saving.register_keras_serializable("nmt")
 class OutputProjection(keras.layers.Layer):
     """Projection from the attentional hidden layer to target-vocabulary logits.
 
-    The kernel is stored as [hidden, vocab] (the fast layout for the full matmul on CPUs);
-    :meth:`weights_by_row` gives the [vocab, hidden] view the sampled loss gathers rows from.
-    With ``tied_embedding`` the target embedding matrix is used instead of an own kernel.
+    The kernel is stored as [vocab, hidden], like an embedding: the sampled loss gathers its
+    rows, so its gradient stays sparse (``IndexedSlices``), and the full logits use one matmul
+    with ``transpose_b`` (measured faster than a [hidden, vocab] kernel at V=32k on this CPU).
+    With ``tied_embedding`` the target embedding matrix is the kernel.
     """
 
     def __init__(self, vocab_size: int, tied_embedding: keras.layers.Embedding | None = None, **kwargs) -> None:
@@ -27,24 +27,22 @@ class OutputProjection(keras.layers.Layer):
 
     def build(self, input_shape) -> None:
         if self.tied_embedding is None:
-            self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.vocab_size),
+            self.kernel = self.add_weight(name="kernel", shape=(self.vocab_size, input_shape[-1]),
                                           initializer="glorot_uniform")
         self.bias = self.add_weight(name="bias", shape=(self.vocab_size,), initializer="zeros")
         self.built = True
 
-    def call(self, hidden: tf.Tensor) -> tf.Tensor:
-        """Logits [..., V] in float32."""
-        if self.tied_embedding is not None:
-            w = tf.transpose(tf.cast(self.tied_embedding.embeddings, hidden.dtype))
-        else:
-            w = tf.cast(self.kernel, hidden.dtype)
-        return tf.cast(matmul_last(hidden, w), tf.float32) + self.bias
-
     def weights_by_row(self) -> tf.Tensor:
         """The projection as a [vocab, hidden] matrix (rows are gathered by the sampled loss)."""
-        if self.tied_embedding is not None:
-            return self.tied_embedding.embeddings
-        return tf.transpose(self.kernel)
+        return self.tied_embedding.embeddings if self.tied_embedding is not None else self.kernel
+
+    def call(self, hidden: tf.Tensor) -> tf.Tensor:
+        """Logits [..., V] in float32."""
+        w = tf.cast(self.weights_by_row(), hidden.dtype)
+        shape = tf.shape(hidden)
+        logits = tf.matmul(tf.reshape(hidden, [-1, shape[-1]]), w, transpose_b=True)
+        logits = tf.reshape(logits, tf.concat([shape[:-1], [self.vocab_size]], 0))
+        return tf.cast(logits, tf.float32) + self.bias
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size}

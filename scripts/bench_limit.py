@@ -1,0 +1,129 @@
+#!/usr/bin/env python
+"""The machine's limit and how close training gets to it.
+
+1. Dense float32 matmul GFLOP/s through TensorFlow (oneDNN) for a large square shape and for
+   the shapes the reference model's GRU step uses: the machine's practical peak.
+2. nmt's training step in GFLOP/s: FLOPs are counted from the model's shape (every matmul,
+   2 FLOPs per multiply-add, forward; backward = 2x forward, so a step is 3x forward) over the
+   batch's padded positions, divided by the measured step time.
+
+    python scripts/bench_limit.py                  # Multi30k en-de, reference model, full softmax V=8k
+    python scripts/bench_limit.py --quick          # tiny model on the bundled sample, < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdata import prepared_dir  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0) -> float:
+    """Median GFLOP/s of a compiled float32 ``[m, k] @ [k, n]`` loop (20 matmuls per call)."""
+    import tensorflow as tf
+
+    a = tf.random.normal([m, k])
+    b = tf.random.normal([k, n])
+
+    @tf.function
+    def run(a, b):
+        acc = tf.zeros([m, n])
+        for _ in range(20):
+            acc += tf.matmul(a, b)
+        return acc
+
+    run(a, b).numpy()
+    rates, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(rates) < 3:
+        t = time.perf_counter()
+        run(a, b).numpy()
+        rates.append(20 * 2 * m * k * n / (time.perf_counter() - t) / 1e9)
+    return statistics.median(rates)
+
+
+def step_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: int) -> float:
+    """FLOPs of one training step (forward + backward) for padded widths ``src_w``, ``tgt_w``."""
+    m = cfg.model
+    e, u, d, au, a = m.embedding_dim, m.encoder_units, m.decoder_units, m.attention_units, m.attentional_units
+    enc = src_w * 2 * (2 * 3 * u * (e + u))              # both directions: input + recurrent matmuls
+    enc += 2 * (2 * u) * d                                # bridge
+    keys = src_w * 2 * (2 * u) * au
+    dec_in = e + (2 * u if m.attention_placement == "feed" else 0)
+    dec = tgt_w * 2 * 3 * d * (dec_in + d)
+    query = tgt_w * 2 * d * au
+    scores = tgt_w * src_w * (2 * au + 2 * 2 * u)         # v^T tanh(.) and the context
+    attentional = tgt_w * 2 * (d + 2 * u) * a
+    out = tgt_w * 2 * a * (sampled + 1 if sampled else vocab)
+    forward = enc + keys + dec + query + scores + attentional + out
+    return 3.0 * batch * forward
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--num-sampled", type=int, default=0)
+    parser.add_argument("--work", default=str(ROOT / "bench_out"))
+    args = parser.parse_args()
+    import numpy as np
+    import tensorflow as tf
+
+    from nmt.config import config_from_dict
+    from nmt.sysinfo import machine
+    from nmt.training import Trainer
+
+    info = machine()
+    shapes = [(512, 512, 512)] if args.quick else [(2048, 2048, 2048), (1024, 1024, 1024), (64, 512, 1536),
+                                                   (896, 512, 8000)]
+    peaks = {}
+    for shape in shapes:
+        peaks[shape] = matmul_gflops(*shape, seconds=0.5 if args.quick else 3.0)
+        print(json.dumps({"bench": "matmul", "shape": "x".join(map(str, shape)),
+                          "gflops": round(peaks[shape], 1), **info}), flush=True)
+    peak = max(peaks.values())
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    prep = prepared_dir(work, 500 if args.quick else 8000, args.quick)
+    model = ({"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
+              "attentional_units": 64} if args.quick else {})
+    cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**model, "dropout": 0.0},
+                            "training": {"run_dir": str(work / "run_limit"), "num_sampled": args.num_sampled,
+                                         "max_steps": 1}})
+    trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
+    plan = trainer.planner.plan(0)[:args.steps + 10]
+    batches = [trainer.planner.make_batch(rows) for rows in plan]
+    vocab = trainer.data.tgt_vocab_size
+    sampled = args.num_sampled if 0 < args.num_sampled < vocab else 0
+    for b in batches[:10]:
+        trainer._train_step(*[tf.constant(x) for x in b])
+    flops, tokens, start = 0.0, 0.0, time.perf_counter()
+    for src, tgt_in, tgt_out in batches[10:]:
+        _, n = trainer._train_step(tf.constant(src), tf.constant(tgt_in), tf.constant(tgt_out))
+        tokens += float(n)
+        flops += step_flops(cfg, src.shape[1], tgt_out.shape[1], src.shape[0], vocab, sampled)
+    seconds = time.perf_counter() - start
+    achieved = flops / seconds / 1e9
+    padded = sum(int(np.prod(b[2].shape)) for b in batches[10:])
+    steps = len(batches) - 10
+    print(json.dumps({"bench": "train_step_flops", "vocab": vocab, "loss": "sampled" if sampled else "full",
+                      "num_sampled": sampled, "steps": steps, "target_tokens_per_second": round(tokens / seconds),
+                      "padding_share": round(1 - tokens / padded, 3), "gflop_per_step": round(flops / steps / 1e9, 2),
+                      "achieved_gflops": round(achieved, 1), "matmul_peak_gflops": round(peak, 1),
+                      "fraction_of_peak": round(achieved / peak, 3), **info}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
