@@ -97,3 +97,16 @@ def test_confidence_and_paired_baseline(files, tmp_path):
     assert all(0 <= x["p_value"] <= 1 and x["score"] > x["baseline"] for x in results)
     r = invoke("eval", "--hyp", str(files["hyp"]), "--ref", str(files["ref1"]), "--baseline", str(files["hyp"]) + "x")
     assert r.exit_code == 2 and "file not found" in r.stderr
+
+
+def test_validation_bleu_equals_nmt_eval_on_the_best_checkpoint(trained_run, prepared, tmp_path):
+    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in rows if r["kind"] == "valid"]
+    n = valid[0]["dev_sentences"]
+    for side in ("src", "tgt"):
+        lines = (prepared / "dev" / f"{side}.txt").read_text().splitlines()[:n]
+        (tmp_path / f"dev.{side}").write_text("\n".join(lines) + "\n")
+    r = invoke("eval", "--model", str(trained_run), "--checkpoint", "best", "--src", str(tmp_path / "dev.src"),
+               "--ref", str(tmp_path / "dev.tgt"), "--beam", "1", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["results"][0]["score"] == pytest.approx(max(v["dev_bleu"] for v in valid), abs=1e-9)
