@@ -179,7 +179,7 @@ class Trainer:
         with self.strategy.scope():
             self.model = build_model(cfg.model, self.data.src_vocab_size, self.data.tgt_vocab_size)
             self.plateau_scale = tf.Variable(1.0, trainable=False, name="plateau_scale")
-            schedule = _Schedule(cfg, self.plateau_scale)
+            schedule = make_schedule(cfg, self.plateau_scale)
             optimizer = keras.optimizers.Adam(learning_rate=schedule,
                                               global_clipnorm=t.clip_norm if t.clip_norm > 0 else None)
             if keras.mixed_precision.global_policy().name == "mixed_float16":
@@ -210,6 +210,7 @@ class Trainer:
             if self.sampled else None
         self.planner = BatchPlanner(self.data.split("train"), t.batch_size, t.batch_by, t.bucket_width, t.seed)
         self.dev = self.data.split("dev")
+        self.tgt_vocab = self.data.vocabs()[1]
         self.decoder = Decoder(self.model, cfg.decoding)
         # XLA recompiles for every batch shape and measured slower on CPUs (docs/benchmarks.md),
         # so ``auto`` leaves it off.
@@ -292,11 +293,10 @@ class Trainer:
             count += float(n)
         dev_loss = total / max(count, 1.0)
         n_bleu = min(len(self.dev), self.cfg.training.validate_max_sentences)
-        src_vocab, tgt_vocab = self.data.vocabs()
         sentences = [self.dev.src_ids[self.dev.src_offsets[i]:self.dev.src_offsets[i + 1]].astype(np.int32).tolist()
                      for i in range(n_bleu)]
         results = translate_ids(self.decoder, sentences, self.cfg.decoding.batch_size, beam=1)
-        hyps = tgt_vocab.decode([r[0][0] for r in results])
+        hyps = self.tgt_vocab.decode([r[0][0] for r in results])
         refs = self.data.text("dev", "tgt")[:n_bleu]
         score = bleu(hyps, refs)
         srcs = self.data.text("dev", "src")[:n_bleu]
@@ -475,20 +475,18 @@ class Trainer:
         return False
 
 
-class _Schedule:
-    """Keras learning-rate schedule: warm-up and decay, times the reduce-on-plateau factor."""
+def make_schedule(cfg: Config, plateau_scale: Any) -> Any:
+    """A Keras learning-rate schedule: :func:`learning_rate` times the reduce-on-plateau factor."""
+    import keras
 
-    def __new__(cls, cfg: Config, scale: Any):
-        import keras
+    class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return learning_rate(step, cfg) * plateau_scale
 
-        class Schedule(keras.optimizers.schedules.LearningRateSchedule):
-            def __call__(self, step):
-                return learning_rate(step, cfg) * scale
+        def get_config(self) -> dict:
+            return {}
 
-            def get_config(self):
-                return {}
-
-        return Schedule()
+    return WarmupDecaySchedule()
 
 
 def train(cfg: Config, resume: bool = False, overwrite: bool = False,
