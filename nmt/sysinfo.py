@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import sys
 from pathlib import Path
 
 
@@ -21,8 +22,6 @@ def machine() -> dict[str, object]:
                 flags = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in have]
     out: dict[str, object] = {"cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count(),
                               "python": platform.python_version(), "date": datetime.date.today().isoformat()}
-    import sys
-
     if "tensorflow" in sys.modules:
         out["tensorflow"] = sys.modules["tensorflow"].__version__
     return out

@@ -320,10 +320,11 @@ class Trainer:
             self.log("resume: no checkpoint yet, starting from step 0")
         return 0
 
-    def _save(self, step: int) -> str:
+    def _save(self, step: int, manager: Any = None) -> str:
+        """Save a checkpoint (the regular series, or ``manager``'s) with the current data position."""
         self.epoch.assign(self.position[0])
         self.batch_in_epoch.assign(self.position[1])
-        return self.manager.save(checkpoint_number=step)
+        return (manager or self.manager).save(checkpoint_number=step)
 
     def train(self) -> TrainResult:
         """Run the training loop until max_steps, max_minutes, early stopping or a signal."""
@@ -370,7 +371,7 @@ class Trainer:
         window_tokens, window_loss, window_steps, window_start = 0.0, 0.0, 0, time.perf_counter()
         # Padding a batch is one vectorised numpy gather (~0.1 ms): feeding it directly is faster
         # than a tf.data generator pipeline, whose thread competes for the two cores.
-        batches = self.planner.batches(int(self.epoch.numpy()), int(self.batch_in_epoch.numpy()))
+        batches = self.planner.batches(*self.position)
         last_saved = step
         try:
             for epoch, index, (src, tgt_in, tgt_out) in batches:
@@ -461,9 +462,7 @@ class Trainer:
             self.plateau_bad.assign(0)
             self.log(f"dev BLEU has not improved for {t.plateau_patience} validations: learning rate x{t.decay_rate:g}")
         if improved:
-            self.epoch.assign(self.position[0])
-            self.batch_in_epoch.assign(self.position[1])
-            self.best_manager.save(checkpoint_number=step)
+            self._save(step, self.best_manager)
         record("valid", {k: v for k, v in dev.items() if k != "examples"})
         self.log(f"validation at step {step}: dev loss {dev['dev_loss']:.3f} | ppl {dev['dev_ppl']:.2f} | "
                  f"BLEU {dev['dev_bleu']:.2f}{' (best)' if improved else ''} | {dev['seconds']:.1f}s")

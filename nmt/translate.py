@@ -30,6 +30,7 @@ class Translation:
     text: str = ""
     score: float = 0.0
     tokens: int = 0
+    target_ids: list[int] = field(default_factory=list)
     n_best: list[tuple[str, float]] = field(default_factory=list)
     source_pieces: list[str] = field(default_factory=list)
     target_pieces: list[str] = field(default_factory=list)
@@ -135,10 +136,11 @@ class Translator:
             t.n_best = [(texts[pos + j], hyps[j][1]) for j in range(len(hyps))]
             pos += len(hyps)
             t.text, t.score = t.n_best[0]
-            t.tokens = len(hyps[0][0])
+            t.target_ids = hyps[0][0]
+            t.tokens = len(t.target_ids)
             if with_attention:
                 t.source_pieces = self.src_vocab.pieces(ids[k]) + ["</s>"]
-                t.target_pieces = self.tgt_vocab.pieces(hyps[0][0]) + ["</s>"]
+                t.target_pieces = self.tgt_vocab.pieces(t.target_ids) + ["</s>"]
                 t.attention = hyps[0][2]
         return out
 
@@ -198,7 +200,7 @@ def translate_stream(translator: Translator, source: IO[bytes], sink: IO[str], b
                 if as_json:
                     lines.append(t.to_json())
                 elif pieces:
-                    lines.append(" ".join(translator.tgt_vocab.encode_pieces(t.text)) if t.text else "")
+                    lines.append(" ".join(translator.tgt_vocab.pieces(t.target_ids)))
                 elif n_best > 1:
                     lines.append("\t".join(f"{text}\t{score:.4f}" for text, score in t.n_best))
                 else:

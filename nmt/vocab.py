@@ -76,10 +76,6 @@ class Vocab:
         """Piece ids of each sentence (no BOS/EOS added)."""
         return self.sp.encode(list(sentences), out_type=int, num_threads=min(4, os.cpu_count() or 1))
 
-    def encode_pieces(self, sentence: str) -> list[str]:
-        """The pieces of one sentence, as strings."""
-        return self.sp.encode(sentence, out_type=str)
-
     def decode(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Detokenized text of each id sequence (special ids are dropped)."""
         return [self.sp.decode([i for i in seq if i > EOS_ID]) for seq in ids]

@@ -48,6 +48,15 @@ def test_json_and_n_best_formats(trained_run):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_pieces_output_is_the_models_own_pieces(trained_run, translator):
+    r = invoke("translate", "--model", str(trained_run), "--pieces", input="I am hungry.\n\n")
+    lines = r.stdout.split("\n")
+    assert len(lines) == 3 and lines[1] == "" and lines[2] == ""
+    expected = translator.translate(["I am hungry."])[0]
+    assert lines[0].split(" ") == translator.tgt_vocab.pieces(expected.target_ids)
+    assert translator.tgt_vocab.sp.decode_pieces(lines[0].split(" ")) == expected.text
+
+
 def test_sentence_alone_equals_sentence_in_a_batch(translator):
     alone = [translator.translate([s])[0].text for s in SENTENCES]
     batched = [t.text for t in translator.translate(SENTENCES * 3)]

@@ -6,15 +6,16 @@ import keras
 import tensorflow as tf
 
 
-def matmul_last(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
-    """``x [..., I] @ w [I, J]`` as one 2-D matmul.
+def matmul_last(x: tf.Tensor, w: tf.Tensor, transpose_b: bool = False) -> tf.Tensor:
+    """``x [..., I] @ w [I, J]`` (or ``@ w.T`` for ``w [J, I]`` with ``transpose_b``) as one 2-D matmul.
 
     ``einsum``'s gradient builds huge temporaries with oneDNN on CPUs, and Keras' Dense on
     rank > 2 goes through ``tensordot``, whose gradient inside a loop XLA cannot compile.
     """
     shape = tf.shape(x)
-    y = tf.matmul(tf.reshape(x, [-1, shape[-1]]), w)
-    return tf.reshape(y, tf.concat([shape[:-1], tf.shape(w)[-1:]], 0))
+    y = tf.matmul(tf.reshape(x, [-1, shape[-1]]), w, transpose_b=transpose_b)
+    out_dim = tf.shape(w)[:1] if transpose_b else tf.shape(w)[-1:]
+    return tf.reshape(y, tf.concat([shape[:-1], out_dim], 0))
 
 
 def apply_2d(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:

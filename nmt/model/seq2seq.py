@@ -8,6 +8,7 @@ import tensorflow as tf
 from nmt.config import ModelConfig
 from nmt.model.decoder import FeedAttentionDecoder, PostAttentionDecoder
 from nmt.model.encoder import Encoder
+from nmt.model.ops import matmul_last
 
 
 @keras.saving.register_keras_serializable("nmt")
@@ -38,10 +39,7 @@ class OutputProjection(keras.layers.Layer):
 
     def call(self, hidden: tf.Tensor) -> tf.Tensor:
         """Logits [..., V] in float32."""
-        w = tf.cast(self.weights_by_row(), hidden.dtype)
-        shape = tf.shape(hidden)
-        logits = tf.matmul(tf.reshape(hidden, [-1, shape[-1]]), w, transpose_b=True)
-        logits = tf.reshape(logits, tf.concat([shape[:-1], [self.vocab_size]], 0))
+        logits = matmul_last(hidden, tf.cast(self.weights_by_row(), hidden.dtype), transpose_b=True)
         return tf.cast(logits, tf.float32) + self.bias
 
     def get_config(self) -> dict:
