@@ -24,3 +24,33 @@ def test_usage_errors_exit_2():
     assert r.exit_code == 2 and "Missing option '--config'" in r.output
     r = invoke("prepare", "--src", "a.txt")
     assert r.exit_code == 2 and r.stderr.startswith("error: ")
+
+
+def one_line_error(r, code: int, fragment: str) -> None:
+    assert r.exit_code == code, r.output
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("error: ") and fragment in err, err
+    assert "Traceback" not in r.output
+
+
+def test_remaining_bad_inputs(trained_run, corpus_dir, prepared, tmp_path):
+    import shutil
+
+    from tests.conftest import tiny_config, write_config
+
+    one_line_error(invoke("translate", "--model", str(trained_run), "--beam", "2", "--n-best", "3", input="hi\n"),
+                   2, "--n-best 3 needs --beam of at least 3")
+    one_line_error(invoke("translate", "--model", str(trained_run), "--input", str(tmp_path / "none.txt")),
+                   2, "none.txt: file not found")
+    one_line_error(invoke("prepare", "--tsv", "x.tsv", "--tsv-columns", "a,b", "--out", str(tmp_path / "o")),
+                   2, "--tsv-columns 'a,b': expected two integers")
+    # a prepared directory whose data no longer matches its manifest is refused by train
+    broken = tmp_path / "broken"
+    shutil.copytree(prepared, broken)
+    ids = broken / "train" / "tgt.ids"
+    ids.write_bytes(ids.read_bytes()[:-2] + b"\x07\x00")
+    cfg = tiny_config(corpus_dir, data={"prepared_dir": str(broken)}, training={"run_dir": str(tmp_path / "r")})
+    one_line_error(invoke("train", "--config", str(write_config(tmp_path / "b.yaml", cfg))),
+                   2, "tgt.ids: does not match its sha256 in the manifest")
+    (broken / "manifest.json").unlink()
+    one_line_error(invoke("train", "--config", str(tmp_path / "b.yaml")), 2, "not a prepared directory")
