@@ -134,6 +134,7 @@ class DecodingConfig:
     max_length_a: float = _opt(1.5, "maximum output length is a * source length + b", min=0.0)
     max_length_b: int = _opt(10, "maximum output length is a * source length + b", min=0)
     max_length_cap: int = _opt(256, "hard cap on the output length", min=1)
+    min_length: int = _opt(0, "EOS is blocked until an output has this many pieces (0: no minimum)", min=0)
     max_source_pieces: int = _opt(250, "longer inputs are truncated (with a warning)", min=1)
     batch_size: int = _opt(128, "sentences per decoding batch", min=1)
 

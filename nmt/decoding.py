@@ -42,9 +42,21 @@ def max_output_lengths(src_lengths: tf.Tensor, cfg: DecodingConfig) -> tf.Tensor
     return tf.clip_by_value(tf.cast(tf.math.ceil(n), tf.int32), 1, cfg.max_length_cap)
 
 
+def _block_eos_before(t: tf.Tensor, min_length: int, log_probs: tf.Tensor) -> tf.Tensor:
+    """``log_probs`` [..., V] with EOS at -inf while ``t < min_length`` (unchanged when it is 0)."""
+    if min_length <= 0:
+        return log_probs
+    vocab = tf.shape(log_probs)[-1]
+    block = tf.one_hot(EOS_ID, vocab, on_value=_NEG_INF, off_value=0.0)
+    return tf.where(t < min_length, log_probs + block, log_probs)
+
+
 def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
-                  with_attention: bool = False) -> tuple[tf.Tensor, ...]:
+                  with_attention: bool = False, min_length: int = 0) -> tuple[tf.Tensor, ...]:
     """Greedy decoding of source ids [B, S] until EOS; call inside a ``tf.function``.
+
+    EOS cannot be chosen before ``min_length`` tokens (0: no minimum); the per-sentence
+    ``max_lengths`` (EOS included) still end every output.
 
     Returns ``(tokens [B, T], lengths [B], scores [B], attention [B, T, S])`` (attention is
     an empty [B, 0, S] tensor unless ``with_attention``).
@@ -62,7 +74,7 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
 
     def body(t, y, state, finished, lengths, scores, tokens, attn):
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
-        log_probs = tf.nn.log_softmax(model.logits(hidden))
+        log_probs = _block_eos_before(t, min_length, tf.nn.log_softmax(model.logits(hidden)))
         y_new = tf.argmax(log_probs, -1, output_type=tf.int32)
         # The last allowed step emits EOS so every output ends properly.
         y_new = tf.where(t + 1 >= max_lengths, EOS_ID, y_new)
@@ -87,13 +99,14 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
 
 
 def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_size: int,
-                length_penalty: float, with_attention: bool = False) -> tuple[tf.Tensor, ...]:
+                length_penalty: float, with_attention: bool = False, min_length: int = 0) -> tuple[tf.Tensor, ...]:
     """Batched beam search; call inside a ``tf.function``.
 
     Finished hypotheses stay in the beam with a frozen score; the search ends when the best
     hypothesis of every sentence has ended; the final ranking divides each score by
-    ``length ** length_penalty``. Returns ``(tokens [B, K, T], lengths [B, K],
-    scores [B, K], attention [B, K, T, S])``, hypotheses sorted best first.
+    ``length ** length_penalty``; EOS is blocked before ``min_length`` tokens. Returns
+    ``(tokens [B, K, T], lengths [B, K], scores [B, K], attention [B, K, T, S])``, hypotheses
+    sorted best first.
     """
     k = beam_size
     memory, keys, mask, state = model.encode(src)
@@ -119,6 +132,7 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     def body(t, y, state, scores, finished, lengths, seqs, attn):
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
         log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden)), [batch, k, vocab])
+        log_probs = _block_eos_before(t, min_length, log_probs)
         force_eos = (t + 1 >= limits)[:, :, None]
         eos_only = tf.one_hot(EOS_ID, vocab, on_value=0.0, off_value=_NEG_INF)
         log_probs = tf.where(force_eos, log_probs + eos_only, log_probs)
@@ -166,11 +180,13 @@ class Decoder:
             spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
             if beam == 1:
                 def run(src, max_lengths):
-                    tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention)
+                    tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention,
+                                                                     self.cfg.min_length)
                     return tokens[:, None], lengths[:, None], scores[:, None], attention[:, None]
             else:
                 def run(src, max_lengths):
-                    return beam_search(self.model, src, max_lengths, beam, self.cfg.length_penalty, with_attention)
+                    return beam_search(self.model, src, max_lengths, beam, self.cfg.length_penalty, with_attention,
+                                       self.cfg.min_length)
             self._fns[key] = tf.function(run, input_signature=spec)
         return self._fns[key]
 

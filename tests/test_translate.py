@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -11,7 +12,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmt.decoding import beam_search, greedy_decode, max_output_lengths
+from nmt.decoding import Decoder, beam_search, greedy_decode, max_output_lengths
 from nmt.translate import Translator, translate_stream
 from nmt.vocab import EOS_ID
 from tests.conftest import invoke
@@ -88,6 +89,11 @@ def test_eos_stops_decoding_early(trained_run):
     for beam in (1, 3):
         hyp = t.decoder.decode(src, np.array([3]), beam=beam)
         assert hyp.tokens.shape[-1] == 1 and hyp.tokens[0, 0, 0] == EOS_ID and hyp.lengths[0, 0] == 1
+    # decoding.min_length blocks EOS for that many steps, even when EOS is the model's only choice
+    at_least_four = Decoder(t.model, dataclasses.replace(t.decoding, min_length=4))
+    for beam in (1, 3):
+        hyp = at_least_four.decode(src, np.array([3]), beam=beam)
+        assert hyp.lengths[0, 0] == 5 and hyp.tokens[0, 0, 4] == EOS_ID and EOS_ID not in hyp.tokens[0, 0, :4]
 
 
 def test_attention_matrix_and_heatmap(trained_run, tmp_path):

@@ -1,0 +1,347 @@
+#!/usr/bin/env python
+"""nmt side by side with JoeyNMT 2.3.0 and OpenNMT-tf 2.32.0: training tokens/s and greedy decoding speed.
+
+Every toolkit gets the same data, the same model and the same threads:
+- data: Multi30k en-de train, segmented once with nmt's 8k joint SentencePiece model and written as
+  space-separated pieces, so all three see the same tokens and the same vocabulary;
+- model: bidirectional GRU encoder 256 (per direction), GRU decoder 512, Bahdanau attention,
+  embeddings 256, dropout 0.2, batch 64 sentences, Adam 1e-3, sentences up to 80 pieces;
+- threads: OMP_NUM_THREADS / MKL_NUM_THREADS = --threads for all; TensorFlow intra- and inter-op
+  threads = --threads (nmt by its config, OpenNMT-tf by TF_NUM_INTRAOP_THREADS/TF_NUM_INTEROP_THREADS);
+  PyTorch takes its intra-op threads from OMP_NUM_THREADS.
+
+Each repeat trains every toolkit in turn (alternated, so machine noise falls on all of them) for
+``--warmup + --steps`` steps and reads the toolkit's own tokens/s log lines after the warm-up
+(JoeyNMT "Tokens per Sec", OpenNMT-tf "tokens/s (... target)", nmt metrics.jsonl), all counting target
+tokens with EOS. After training, each toolkit greedy-decodes test2016 (1,000 sentences, batches of
+64) with the checkpoint it just wrote, made to run exactly 30 decoder steps per sentence (minimum
+= maximum output length: JoeyNMT min/max_output_length 30, OpenNMT-tf minimum/maximum_decoding_length
+30, nmt decoding.min_length 29 + EOS), so that young models that stop early or never stop do the
+same work; real test2016 outputs average about 13 pieces, so a batch of 64 runs about 30 steps
+anyway. Decoding time with model load excluded is (wall time for test2016) - (wall time for a
+one-line input), the same rule for all; output lengths are printed as a check.
+
+The peers are installed from PyPI into their own virtual environments under --venvs
+(created on first use, several GB for PyTorch and TensorFlow 2.13):
+    JoeyNMT:    pip install torch==2.13.0 && pip install joeynmt==2.3.0 importlib_metadata
+    OpenNMT-tf: pip install tensorflow==2.13.1 opennmt-tf==2.32.0
+
+    python scripts/bench_peers.py                          # 3 repeats, 100 warm-up + 200 measured steps
+    python scripts/bench_peers.py --repeats 5 --toolkits nmt joeynmt
+Prints one JSON line per measurement, then medians as JSON lines and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdata import prepared_dir  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_LEN = 80      # training sentences up to this many pieces
+DECODE_STEPS = 30  # every toolkit runs exactly this many greedy decoder steps per sentence
+BATCH = 64
+
+ONMT_MODEL = '''"""The reference model for OpenNMT-tf (written by nmt's scripts/bench_peers.py)."""
+import opennmt
+import tensorflow as tf
+import tensorflow_addons as tfa
+
+
+class ReferenceGRU(opennmt.models.SequenceToSequence):
+    def __init__(self):
+        super().__init__(
+            source_inputter=opennmt.inputters.WordEmbedder(embedding_size=256),
+            target_inputter=opennmt.inputters.WordEmbedder(embedding_size=256),
+            encoder=opennmt.encoders.RNNEncoder(
+                num_layers=1, num_units=256, bidirectional=True, dropout=0.2,
+                reducer=opennmt.layers.ConcatReducer(), cell_class=tf.keras.layers.GRUCell),
+            decoder=opennmt.decoders.AttentionalRNNDecoder(
+                num_layers=1, num_units=512, bridge_class=opennmt.layers.DenseBridge,
+                attention_mechanism_class=tfa.seq2seq.BahdanauAttention,
+                cell_class=tf.keras.layers.GRUCell, dropout=0.2))
+
+
+model = ReferenceGRU
+'''
+
+
+def run(cmd: list[str], env: dict, log: Path, stdin: Path | None = None, stdout: Path | None = None) -> float:
+    """Run a command, its output appended to ``log`` (stdout to ``stdout`` if given); returns wall
+    seconds. Fails loudly."""
+    start = time.perf_counter()
+    with open(log, "a") as err, open(stdout or os.devnull, "w") as out, open(stdin or os.devnull) as inp:
+        proc = subprocess.run(cmd, env=env, stdout=out if stdout else err, stderr=err, stdin=inp)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"bench_peers: {' '.join(cmd[:3])}... failed (exit {proc.returncode}); see {log}")
+    return seconds
+
+
+def thread_env(threads: int) -> dict:
+    env = dict(os.environ)
+    env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
+                "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
+    return env
+
+
+def ensure_venv(path: Path, packages: list[list[str]]) -> Path:
+    """Create a virtual environment with the given pip install steps; returns its python."""
+    python = path / "bin" / "python"
+    if (path / ".complete").is_file():
+        return python
+    subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
+    for step in packages:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *step], check=True)
+    (path / ".complete").write_text("ok\n")
+    return python
+
+
+def write_piece_data(prep: Path, out: Path) -> dict:
+    """Train, dev (first 100 of val) and test2016 as space-separated pieces; one shared vocab file."""
+    from nmt.dataset import PreparedData
+
+    data = PreparedData(prep)
+    src_vocab, tgt_vocab = data.vocabs()
+    out.mkdir(parents=True, exist_ok=True)
+    train = data.split("train")
+
+    def dump(ids, offsets, vocab, path: Path, limit: int | None = None) -> None:
+        n = len(offsets) - 1 if limit is None else min(limit, len(offsets) - 1)
+        with open(path, "w", encoding="utf-8") as f:
+            for i in range(n):
+                f.write(" ".join(vocab.pieces(ids[offsets[i]:offsets[i + 1]])) + "\n")
+
+    dump(train.src_ids, train.src_offsets, src_vocab, out / "train.en")
+    dump(train.tgt_ids, train.tgt_offsets, tgt_vocab, out / "train.de")
+    for name, split, limit in (("dev", "dev", 100), ("test", "test", None)):
+        s = data.split(split)
+        dump(s.src_ids, s.src_offsets, src_vocab, out / f"{name}.en", limit)
+        dump(s.tgt_ids, s.tgt_offsets, tgt_vocab, out / f"{name}.de", limit)
+    (out / "one.en").write_text((out / "test.en").read_text(encoding="utf-8").splitlines()[0] + "\n")
+    pieces = [tgt_vocab.sp.id_to_piece(i) for i in range(4, len(tgt_vocab))]
+    (out / "vocab.joey.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
+    (out / "vocab.onmt.txt").write_text("\n".join(["<blank>", "<s>", "</s>", *pieces]) + "\n", encoding="utf-8")
+    (out / "test_raw.en").write_text("\n".join(data.text("test", "src")) + "\n", encoding="utf-8")
+    (out / "one_raw.en").write_text(data.text("test", "src")[0] + "\n", encoding="utf-8")
+    return {"vocab": len(tgt_vocab), "train_sentences": len(train)}
+
+
+def median_after(values: list[tuple[int, float]], warmup: int) -> float:
+    kept = [v for step, v in values if step > warmup]
+    if not kept:
+        raise SystemExit("bench_peers: no tokens/s lines after the warm-up; raise --steps")
+    return statistics.median(kept)
+
+
+def count_pieces(path: Path) -> float:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return sum(len(line.split()) for line in lines) / max(1, len(lines))
+
+
+# --- nmt -------------------------------------------------------------------------------------
+
+def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
+              threads: int, env: dict) -> dict:
+    import yaml
+
+    run_dir = work / f"nmt_{placement}_{num_sampled}"
+    cfg = {"data": {"prepared_dir": str(prep)},
+           "model": {"embedding_dim": 256, "encoder_units": 256, "decoder_units": 512, "attention_units": 512,
+                     "attentional_units": 512, "dropout": 0.2, "attention_placement": placement},
+           "training": {"run_dir": str(run_dir), "batch_size": BATCH, "num_sampled": num_sampled,
+                        "learning_rate": 0.001, "max_steps": warmup + steps, "log_every": 10,
+                        "validate_every": 10**8, "validate_max_sentences": 1, "checkpoint_every": 10**8,
+                        "threads": threads},
+           "decoding": {"beam_size": 1, "max_length_a": 0.0, "max_length_b": DECODE_STEPS,
+                        "min_length": DECODE_STEPS - 1, "batch_size": BATCH}}
+    cfg_path = work / f"nmt_{placement}_{num_sampled}.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    log = work / f"nmt_{placement}_{num_sampled}.log"
+    nmt = [sys.executable, "-c", "from nmt.cli import main; main()"]
+    run([*nmt, "train", "--config", str(cfg_path), "--overwrite"], env, log)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    tps = median_after([(r["step"], r["tokens_per_second"]) for r in rows if r["kind"] == "train"], warmup)
+    result = {"train_tokens_per_second": tps}
+    pieces = work / "pieces"
+    hyp = work / f"nmt_{placement}.hyp"
+    cmd = [*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces"]
+    full = run([*cmd, "--input", str(pieces / "test_raw.en"), "--output", str(hyp)], env, log)
+    one = run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log)
+    result.update(decode_seconds=full - one, load_seconds=one, hyp_pieces=count_pieces(hyp))
+    return result
+
+
+# --- JoeyNMT ---------------------------------------------------------------------------------
+
+def joey_config(work: Path, steps: int, threads: int) -> dict:
+    pieces = work / "pieces"
+    side = {"level": "word", "lowercase": False, "normalize": False, "max_length": MAX_LEN, "min_length": 1,
+            "voc_file": str(pieces / "vocab.joey.txt"), "tokenizer_cfg": {"pretokenizer": "none"}}
+    return {
+        "name": "bench", "joeynmt_version": "2.3.0", "model_dir": str(work / "joey_run"), "use_cuda": False,
+        "fp16": False, "num_workers": 0,
+        "data": {"train": str(pieces / "train"), "dev": str(pieces / "dev"), "test": str(pieces / "test"),
+                 "dataset_type": "plain", "src": {"lang": "en", **side}, "trg": {"lang": "de", **side}},
+        "testing": {"beam_size": 1, "batch_size": BATCH, "batch_type": "sentence", "eval_metrics": ["bleu"],
+                    "max_output_length": DECODE_STEPS, "min_output_length": DECODE_STEPS},
+        "training": {"random_seed": 42, "optimizer": "adam", "learning_rate": 0.001, "clip_grad_norm": 1.0,
+                     "batch_size": BATCH, "batch_type": "sentence", "normalization": "tokens",
+                     "epochs": 1000, "updates": steps, "validation_freq": steps, "logging_freq": 10,
+                     "early_stopping_metric": "loss", "overwrite": True,
+                     # constant rate (2.3.0's "plateau" passes an argument torch 2.13 no longer takes)
+                     "scheduling": "exponential", "decrease_factor": 1.0, "shuffle": True, "keep_best_ckpts": 1,
+                     "print_valid_sents": []},
+        "model": {"initializer": "xavier_uniform", "bias_initializer": "zeros", "embed_initializer": "normal",
+                  "embed_init_weight": 0.1, "tied_embeddings": False, "tied_softmax": False,
+                  "encoder": {"type": "recurrent", "rnn_type": "gru", "hidden_size": 256, "bidirectional": True,
+                              "num_layers": 1, "dropout": 0.2, "embeddings": {"embedding_dim": 256}},
+                  "decoder": {"type": "recurrent", "rnn_type": "gru", "hidden_size": 512, "num_layers": 1,
+                              "dropout": 0.2, "hidden_dropout": 0.2, "attention": "bahdanau",
+                              "input_feeding": True, "init_hidden": "bridge",
+                              "embeddings": {"embedding_dim": 256}}},
+    }
+
+
+def joey_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, env: dict) -> dict:
+    import yaml
+
+    cfg = joey_config(work, warmup + steps, threads)
+    cfg_path = work / "joey.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    log = work / "joey.log"
+    shutil.rmtree(work / "joey_run", ignore_errors=True)
+    run([str(python), "-m", "joeynmt", "train", str(cfg_path), "--skip-test"], env, log)
+    text = (work / "joey_run" / "train.log").read_text()
+    found = [(int(s), float(t)) for s, t in re.findall(r"Step:\s+(\d+),.*Tokens per Sec:\s+([\d.]+)", text)]
+    result = {"train_tokens_per_second": median_after(found, warmup)}
+    ckpts = sorted((work / "joey_run").glob("*.ckpt"))
+    if not ckpts:
+        raise SystemExit(f"bench_peers: JoeyNMT wrote no checkpoint; see {log}")
+    cfg["testing"]["load_model"] = str(ckpts[-1])
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    hyp = work / "joey.hyp"
+    cmd = [str(python), "-m", "joeynmt", "translate", str(cfg_path)]
+    # translate's -o fails in 2.3.0 ('BaseConfig' object has no attribute 'n_best'): read stdout instead
+    full = run(cmd, env, log, stdin=work / "pieces" / "test.en", stdout=hyp)
+    one = run(cmd, env, log, stdin=work / "pieces" / "one.en", stdout=work / "joey_one.hyp")
+    gen = re.findall(r"Generation took ([\d.]+)\[sec\]", (work / "joey_run" / "translate.log").read_text())
+    result.update(decode_seconds=full - one, load_seconds=one, hyp_pieces=count_pieces(hyp),
+                  own_generation_seconds=float(gen[-2]) if len(gen) >= 2 else None)
+    return result
+
+
+# --- OpenNMT-tf ------------------------------------------------------------------------------
+
+def onmt_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, env: dict) -> dict:
+    import yaml
+
+    pieces = work / "pieces"
+    model_file = work / "onmt_model.py"
+    model_file.write_text(ONMT_MODEL)
+    run_dir = work / "onmt_run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = {"model_dir": str(run_dir),
+           "data": {"train_features_file": str(pieces / "train.en"), "train_labels_file": str(pieces / "train.de"),
+                    "source_vocabulary": str(pieces / "vocab.onmt.txt"),
+                    "target_vocabulary": str(pieces / "vocab.onmt.txt")},
+           "params": {"optimizer": "Adam", "learning_rate": 0.001, "beam_width": 1,
+                      "maximum_decoding_length": DECODE_STEPS, "minimum_decoding_length": DECODE_STEPS},
+           "train": {"batch_size": BATCH, "batch_type": "examples", "max_step": warmup + steps,
+                     "save_checkpoints_steps": warmup + steps, "save_summary_steps": 10,
+                     "maximum_features_length": MAX_LEN, "maximum_labels_length": MAX_LEN},
+           "infer": {"batch_size": BATCH, "batch_type": "examples"}}
+    cfg_path = work / "onmt.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    log = work / "onmt.log"
+    log.write_text("")
+    onmt_main = [str(python), "-m", "opennmt.bin.main", "--model", str(model_file), "--config", str(cfg_path)]
+    run([*onmt_main, "train"], env, log)
+    found = [(int(s), float(t)) for s, t in
+             re.findall(r"Step = (\d+) ;.*?tokens/s = \d+ \(.*?(\d+) target\)", log.read_text())]
+    result = {"train_tokens_per_second": median_after(found, warmup)}
+    hyp = work / "onmt.hyp"
+    cmd = [*onmt_main, "infer"]
+    full = run([*cmd, "--features_file", str(pieces / "test.en"), "--predictions_file", str(hyp)], env, log)
+    one = run([*cmd, "--features_file", str(pieces / "one.en"), "--predictions_file", str(work / "onmt_one.hyp")],
+              env, log)
+    result.update(decode_seconds=full - one, load_seconds=one, hyp_pieces=count_pieces(hyp))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=200, help="measured steps after the warm-up")
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--toolkits", nargs="+", default=["nmt", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf"])
+    parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
+    parser.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
+    args = parser.parse_args()
+
+    from nmt.sysinfo import machine
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    venvs = Path(args.venvs)
+    prep = prepared_dir(Path(args.work).parent, 8000, quick=False)
+    info = write_piece_data(prep, work / "pieces")
+    env = thread_env(args.threads)
+    pythons = {}
+    if "joeynmt" in args.toolkits:
+        pythons["joeynmt"] = ensure_venv(venvs / "joeynmt",
+                                         [["torch==2.13.0"], ["joeynmt==2.3.0", "importlib_metadata"]])
+    if "opennmt-tf" in args.toolkits:
+        pythons["opennmt-tf"] = ensure_venv(venvs / "opennmt-tf", [["tensorflow==2.13.1", "opennmt-tf==2.32.0"]])
+    print(json.dumps({"machine": machine(), "threads": args.threads, **info}), flush=True)
+
+    runners = {
+        "nmt": lambda: nmt_bench(prep, work, "post", 1024, args.steps, args.warmup, args.threads, env),
+        "nmt-feed": lambda: nmt_bench(prep, work, "feed", 1024, args.steps, args.warmup, args.threads, env),
+        "nmt-full": lambda: nmt_bench(prep, work, "post", 0, args.steps, args.warmup, args.threads, env),
+        "joeynmt": lambda: joey_bench(pythons["joeynmt"], work, args.steps, args.warmup, args.threads, env),
+        "opennmt-tf": lambda: onmt_bench(pythons["opennmt-tf"], work, args.steps, args.warmup, args.threads, env),
+    }
+    results: dict[str, list[dict]] = {name: [] for name in args.toolkits}
+    for repeat in range(args.repeats):
+        for name in args.toolkits:
+            r = runners[name]()
+            r = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()}
+            results[name].append(r)
+            print(json.dumps({"toolkit": name, "repeat": repeat, **r}), flush=True)
+
+    test_sentences = len((work / "pieces" / "test.en").read_text().splitlines())
+    table = {}
+    for name, rows in results.items():
+        tps = statistics.median(r["train_tokens_per_second"] for r in rows)
+        dec = statistics.median(r["decode_seconds"] for r in rows)
+        table[name] = {"train_tokens_per_second": round(tps),
+                       "greedy_sentences_per_second": round(test_sentences / dec),
+                       "load_seconds": round(statistics.median(r["load_seconds"] for r in rows), 1),
+                       "hyp_pieces": round(statistics.median(r["hyp_pieces"] for r in rows), 1)}
+        print(json.dumps({"toolkit": name, "median_of": len(rows), **table[name]}), flush=True)
+    base = table.get("nmt")
+    print("\n| toolkit | train target tok/s | greedy test2016 sent/s | load s | mean output pieces |"
+          + (" nmt (post, sampled) speed-up train / decode |" if base else ""))
+    print("|---|---|---|---|---|" + ("---|" if base else ""))
+    for name, row in table.items():
+        ratio = (f" {base['train_tokens_per_second'] / row['train_tokens_per_second']:.2f}x / "
+                 f"{base['greedy_sentences_per_second'] / row['greedy_sentences_per_second']:.2f}x |") if base else ""
+        print(f"| {name} | {row['train_tokens_per_second']:,} | {row['greedy_sentences_per_second']:,} | "
+              f"{row['load_seconds']} | {row['hyp_pieces']} |{ratio}")
+
+
+if __name__ == "__main__":
+    main()
