@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Bar chart of the medians printed by bench_peers.py: training tokens/s and greedy sentences/s per toolkit.
+
+    python scripts/bench_peers.py > bench_out/peers.jsonl
+    python scripts/plot_peers.py bench_out/peers.jsonl --out docs/peers_speed.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("jsonl", help="bench_peers.py output")
+    parser.add_argument("--out", required=True, help="PNG to write")
+    args = parser.parse_args()
+    rows = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.startswith("{")]
+    medians = [r for r in rows if "median_of" in r]
+    if not medians:
+        raise SystemExit(f"{args.jsonl}: no median lines (did bench_peers.py finish?)")
+    names = [r["toolkit"] for r in medians]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, title in ((axes[0], "train_tokens_per_second", "training, target tokens/s"),
+                           (axes[1], "greedy_sentences_per_second", "greedy test2016, sentences/s (30 steps)")):
+        values = [r[key] for r in medians]
+        bars = ax.bar(names, values, color=["#1f77b4" if n.startswith("nmt") else "#999999" for n in names])
+        ax.bar_label(bars, labels=[f"{v:,}" for v in values], fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8, rotation=15)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"same model, data and threads, 2 CPU cores (median of {medians[0]['median_of']})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(args.out, dpi=110)
+    print(json.dumps({"written": args.out, "toolkits": names}))
+
+
+if __name__ == "__main__":
+    main()
