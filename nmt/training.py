@@ -210,6 +210,13 @@ class Trainer:
             if self.sampled else None
         self.planner = BatchPlanner(self.data.split("train"), t.batch_size, t.batch_by, t.bucket_width, t.seed)
         self.dev = self.data.split("dev")
+        self.dev_planner = BatchPlanner(self.dev, 64, "sentences", 1, 0)
+        # What validation decodes and scores never changes: read it once.
+        n_bleu = min(len(self.dev), t.validate_max_sentences)
+        self.dev_sentences = [self.dev.src_ids[self.dev.src_offsets[i]:self.dev.src_offsets[i + 1]]
+                              .astype(np.int32).tolist() for i in range(n_bleu)]
+        self.dev_refs = self.data.text("dev", "tgt")[:n_bleu]
+        self.dev_srcs = self.data.text("dev", "src")[:n_bleu]
         self.tgt_vocab = self.data.vocabs()[1]
         self.decoder = Decoder(self.model, cfg.decoding)
         # XLA recompiles for every batch shape and measured slower on CPUs (docs/benchmarks.md),
@@ -278,28 +285,21 @@ class Trainer:
     # ----------------------------------------------------------------- validation
     def validate(self) -> dict[str, Any]:
         """Dev loss and perplexity (full softmax) and greedy-decoded dev BLEU."""
-        from nmt.dataset import BatchPlanner
         from nmt.decoding import translate_ids
         from nmt.metrics import bleu
 
         start = time.perf_counter()
-        planner = BatchPlanner(self.dev, 64, "sentences", 1, 0)
         total, count = 0.0, 0.0
         for i in range(0, len(self.dev), 64):
             rows = np.arange(i, min(i + 64, len(self.dev)))
-            s, ti, to = planner.make_batch(rows)
-            loss_sum, n = self._eval_step(s, ti, to)
+            loss_sum, n = self._eval_step(*self.dev_planner.make_batch(rows))
             total += float(loss_sum)
             count += float(n)
         dev_loss = total / max(count, 1.0)
-        n_bleu = min(len(self.dev), self.cfg.training.validate_max_sentences)
-        sentences = [self.dev.src_ids[self.dev.src_offsets[i]:self.dev.src_offsets[i + 1]].astype(np.int32).tolist()
-                     for i in range(n_bleu)]
-        results = translate_ids(self.decoder, sentences, self.cfg.decoding.batch_size, beam=1)
+        n_bleu, refs, srcs = len(self.dev_sentences), self.dev_refs, self.dev_srcs
+        results = translate_ids(self.decoder, self.dev_sentences, self.cfg.decoding.batch_size, beam=1)
         hyps = self.tgt_vocab.decode([r[0][0] for r in results])
-        refs = self.data.text("dev", "tgt")[:n_bleu]
         score = bleu(hyps, refs)
-        srcs = self.data.text("dev", "src")[:n_bleu]
         return {"dev_loss": dev_loss, "dev_ppl": math.exp(min(dev_loss, 50.0)), "dev_bleu": score,
                 "dev_sentences": n_bleu, "seconds": time.perf_counter() - start,
                 "examples": [{"src": srcs[i], "ref": refs[i], "hyp": hyps[i]} for i in range(min(3, n_bleu))]}

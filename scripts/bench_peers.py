@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdata import prepared_dir  # noqa: E402
+from benchdata import REFERENCE_MODEL, prepared_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_LEN = 80      # training sentences up to this many pieces
@@ -158,8 +158,7 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
 
     run_dir = work / f"nmt_{placement}_{num_sampled}"
     cfg = {"data": {"prepared_dir": str(prep)},
-           "model": {"embedding_dim": 256, "encoder_units": 256, "decoder_units": 512, "attention_units": 512,
-                     "attentional_units": 512, "dropout": 0.2, "attention_placement": placement},
+           "model": {**REFERENCE_MODEL, "attention_placement": placement},
            "training": {"run_dir": str(run_dir), "batch_size": BATCH, "num_sampled": num_sampled,
                         "learning_rate": 0.001, "max_steps": warmup + steps, "log_every": 10,
                         "validate_every": 10**8, "validate_max_sentences": 1, "checkpoint_every": 10**8,

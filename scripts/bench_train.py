@@ -28,14 +28,12 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import sys  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdata import prepared_dir  # noqa: E402
+from benchdata import REFERENCE_MODEL, prepared_dir  # noqa: E402
 
 from nmt.config import config_from_dict  # noqa: E402
 from nmt.sysinfo import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-REFERENCE = {"embedding_dim": 256, "encoder_units": 256, "decoder_units": 512, "attention_units": 512,
-             "attentional_units": 512, "dropout": 0.2}
 TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
         "attentional_units": 64, "dropout": 0.1}
 
@@ -130,7 +128,7 @@ def main() -> None:
     args = parser.parse_args()
     import tensorflow  # noqa: F401  (machine() reports its version)
 
-    model = TINY if args.quick else REFERENCE
+    model = TINY if args.quick else REFERENCE_MODEL
     vocabs = [500] if args.quick else args.vocab
     steps, warmup = (20, 10) if args.quick else (args.steps, args.warmup)
     work = Path(args.work)

@@ -9,6 +9,9 @@ from nmt.prepare import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 M30K = ROOT.parent / "shared" / "data" / "multi30k"
+# The reference model of the speed issues: bi-GRU 256 per direction, GRU 512, Bahdanau attention, embeddings 256.
+REFERENCE_MODEL = {"embedding_dim": 256, "encoder_units": 256, "decoder_units": 512, "attention_units": 512,
+                   "attentional_units": 512, "dropout": 0.2}
 
 
 def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:
