@@ -233,9 +233,16 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
         else:
             sink = sys.stdout
         chunk = 1 if source.isatty() else 256
-        stats = translate_stream(translator, source, sink, beam=beam, n_best=n_best, as_json=as_json, pieces=pieces,
-                                 chunk_lines=chunk, attention_dir=Path(attention_dir) if attention_dir else None,
-                                 attention_max=attention_max)
+        try:
+            stats = translate_stream(translator, source, sink, beam=beam, n_best=n_best, as_json=as_json,
+                                     pieces=pieces, chunk_lines=chunk,
+                                     attention_dir=Path(attention_dir) if attention_dir else None,
+                                     attention_max=attention_max)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:  # a full disk or a failing device; a partial --output file is removed
+            where = exc.filename or output_path or "standard output"
+            raise NmtError(f"{where}: cannot write ({exc.strerror or exc})") from None
     if stats.truncated:
         click.echo(f"warning: {stats.truncated} line(s) longer than {translator.decoding.max_source_pieces} "
                    "pieces were truncated", err=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from typing import Any, Literal
 import yaml
 
 from nmt.errors import InputError
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 2, 4, 4
 
 
 def _opt(default: Any, doc: str, *, min: float | None = None, max: float | None = None,
@@ -34,7 +39,7 @@ class SentencePieceConfig:
     """Subword model settings used by ``nmt prepare``."""
 
     model_type: Literal["unigram", "bpe"] = _opt("unigram", "SentencePiece algorithm")
-    vocab_size: int = _opt(8000, "pieces per model (joint: one model of this size)", min=8)
+    vocab_size: int = _opt(8000, "pieces per model (joint: one model of this size)", min=8, max=1_000_000)
     joint: bool = _opt(True, "one model shared by source and target, else one per side")
     character_coverage: float = _opt(1.0, "share of characters covered by the model", min=0.9, max=1.0)
     max_training_sentences: int = _opt(
@@ -51,8 +56,8 @@ class DataConfig:
     train_src: str | None = _opt(None, "source side of the training corpus, one sentence a line (.gz read too)")
     train_tgt: str | None = _opt(None, "target side of the training corpus, aligned line by line")
     train_tsv: str | None = _opt(None, "the training corpus as one TSV file instead of two files")
-    tsv_src_column: int = _opt(0, "0-based column of the source sentence in TSV files", min=0)
-    tsv_tgt_column: int = _opt(1, "0-based column of the target sentence in TSV files", min=0)
+    tsv_src_column: int = _opt(0, "0-based column of the source sentence in TSV files", min=0, max=1000)
+    tsv_tgt_column: int = _opt(1, "0-based column of the target sentence in TSV files", min=0, max=1000)
     dev_src: str | None = _opt(None, "explicit dev set, source side (else split from train)")
     dev_tgt: str | None = _opt(None, "explicit dev set, target side")
     dev_tsv: str | None = _opt(None, "explicit dev set as TSV")
@@ -61,7 +66,8 @@ class DataConfig:
     test_tsv: str | None = _opt(None, "explicit test set as TSV")
     dev_size: int = _opt(1000, "pairs held out for dev when no dev files are given", min=0)
     test_size: int = _opt(1000, "pairs held out for test when no test files are given", min=0)
-    split_seed: int = _opt(1234, "seed of the held-out split and of the SentencePiece sample")
+    split_seed: int = _opt(1234, "seed of the held-out split and of the SentencePiece sample",
+                          min=0, max=2**31 - 1)
     on_invalid_utf8: Literal["error", "skip", "replace"] = _opt("error", "what to do with a line that is not UTF-8")
     lowercase: bool = _opt(False, "lowercase both sides after normalisation")
     max_pieces: int = _opt(100, "training pairs with more subword pieces on either side are dropped", min=1)
@@ -73,12 +79,13 @@ class DataConfig:
 class ModelConfig:
     """Shape of the GRU encoder-decoder with Bahdanau attention."""
 
-    embedding_dim: int = _opt(256, "source and target embedding size", min=1)
-    encoder_units: int = _opt(256, "GRU units per direction of the bidirectional encoder", min=1)
+    embedding_dim: int = _opt(256, "source and target embedding size", min=1, max=16384)
+    encoder_units: int = _opt(256, "GRU units per direction of the bidirectional encoder", min=1, max=16384)
     encoder_layers: int = _opt(1, "stacked bidirectional GRU layers", min=1, max=8)
-    decoder_units: int = _opt(512, "decoder GRU units", min=1)
-    attention_units: int = _opt(512, "size of the additive attention's hidden layer", min=1)
-    attentional_units: int = _opt(512, "size of the attentional hidden layer before the output projection", min=1)
+    decoder_units: int = _opt(512, "decoder GRU units", min=1, max=16384)
+    attention_units: int = _opt(512, "size of the additive attention's hidden layer", min=1, max=16384)
+    attentional_units: int = _opt(512, "size of the attentional hidden layer before the output projection",
+                                   min=1, max=16384)
     attention_placement: Literal["post", "feed"] = _opt(
         "post", "post: GRU over the whole target then attention; feed: context fed into the GRU at each step")
     dropout: float = _opt(0.2, "dropout on embeddings, encoder outputs and the attentional layer", min=0.0, max=0.9)
@@ -91,13 +98,13 @@ class TrainingConfig:
     """Optimisation, checkpoints, validation and the run directory."""
 
     run_dir: str = _opt("runs/run", "where checkpoints, logs and the config snapshot go")
-    seed: int = _opt(1234, "seed of initialisation, shuffling, dropout and the sampler")
+    seed: int = _opt(1234, "seed of initialisation, shuffling, dropout and the sampler", min=0, max=2**31 - 1)
     deterministic: bool = _opt(True, "enable TensorFlow op determinism (same losses step for step)")
     batch_size: int = _opt(64, "sentences per batch (batch_by: sentences) or target tokens (batch_by: tokens)", min=1)
     batch_by: Literal["sentences", "tokens"] = _opt("sentences", "unit of batch_size")
     bucket_width: int = _opt(1, "batch widths are rounded up to a multiple of this (larger: fewer shapes for XLA)",
                              min=1)
-    max_steps: int = _opt(20_000, "stop after this many updates", min=1)
+    max_steps: int = _opt(20_000, "stop after this many updates", min=1, max=10**12)
     max_minutes: float | None = _opt(None, "stop after this much wall time (null: no limit)",
                                      min=0.0, min_exclusive=True)
     num_sampled: int = _opt(512, "sampled-softmax candidates; 0 (or >= vocab) means full softmax", min=0)
@@ -122,7 +129,7 @@ class TrainingConfig:
         "auto", "XLA-compile the train step (auto: off; it recompiles per batch shape and measured slower on CPUs)")
     mixed_precision: Literal["auto", "on", "off"] = _opt("auto", "float16 compute with float32 loss (auto: GPUs only)")
     device: Literal["auto", "cpu", "gpu"] = _opt("auto", "auto: a GPU when TensorFlow sees one, else the CPU")
-    threads: int = _opt(0, "TensorFlow intra-op threads (0: TensorFlow's choice)", min=0)
+    threads: int = _opt(0, "TensorFlow intra-op threads (0: TensorFlow's choice)", min=0, max=1024)
 
 
 @dataclass(frozen=True)
@@ -130,13 +137,15 @@ class DecodingConfig:
     """Greedy and beam search settings shared by validation, translate and eval."""
 
     beam_size: int = _opt(1, "1 is greedy decoding", min=1, max=64)
-    length_penalty: float = _opt(1.0, "beam search: scores are divided by length ** length_penalty", min=0.0)
-    max_length_a: float = _opt(1.5, "maximum output length is a * source length + b", min=0.0)
-    max_length_b: int = _opt(10, "maximum output length is a * source length + b", min=0)
-    max_length_cap: int = _opt(256, "hard cap on the output length", min=1)
-    min_length: int = _opt(0, "EOS is blocked until an output has this many pieces (0: no minimum)", min=0)
-    max_source_pieces: int = _opt(250, "longer inputs are truncated (with a warning)", min=1)
-    batch_size: int = _opt(128, "sentences per decoding batch", min=1)
+    length_penalty: float = _opt(1.0, "beam search: scores are divided by length ** length_penalty", min=0.0,
+                                  max=10.0)
+    max_length_a: float = _opt(1.5, "maximum output length is a * source length + b", min=0.0, max=100.0)
+    max_length_b: int = _opt(10, "maximum output length is a * source length + b", min=0, max=100_000)
+    max_length_cap: int = _opt(256, "hard cap on the output length", min=1, max=100_000)
+    min_length: int = _opt(0, "EOS is blocked until an output has this many pieces (0: no minimum)", min=0,
+                          max=100_000)
+    max_source_pieces: int = _opt(250, "longer inputs are truncated (with a warning)", min=1, max=100_000)
+    batch_size: int = _opt(128, "sentences per decoding batch", min=1, max=100_000)
 
 
 @dataclass(frozen=True)
@@ -180,14 +189,14 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
                 return _convert(value, a, where)
             except InputError:
                 pass
-        raise InputError(f"{where} must be {_type_name(tp)}, got {value!r}")
+        raise InputError(f"{where} must be {_type_name(tp)}, got {_show(value)}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value in choices and type(value) is type(choices[0]):
             return value
-        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = difflib.get_close_matches(_show(value).strip("'"), [str(c) for c in choices], n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise InputError(f"{where} must be one of {', '.join(map(repr, choices))}, got {value!r}{extra}")
+        raise InputError(f"{where} must be one of {', '.join(map(repr, choices))}, got {_show(value)}{extra}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -197,12 +206,12 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value or value in (float("inf"), float("-inf")):
-                raise InputError(f"{where} must be a finite number, got {value!r}")
+                raise InputError(f"{where} must be a finite number, got {_show(value)}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
             return value
-    raise InputError(f"{where} must be {_type_name(tp)}, got {value!r}")
+    raise InputError(f"{where} must be {_type_name(tp)}, got {_show(value)}")
 
 
 def _build(cls: type, raw: Any, path: str, source: str) -> Any:
@@ -216,9 +225,10 @@ def _build(cls: type, raw: Any, path: str, source: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
-        key_path = f"{path}.{key}" if path else str(key)
+        name = (key if isinstance(key, str) else _show(key))[:60]
+        key_path = f"{path}.{name}" if path else name
         if key not in fields:
-            hint = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = difflib.get_close_matches(name, list(fields), n=1, cutoff=0.6)
             extra = f" (did you mean {(path + '.' if path else '') + hint[0]!r}?)" if hint else ""
             raise InputError(f"{source}: unknown key {key_path!r}{extra}")
         tp = hints[key]
@@ -232,9 +242,9 @@ def _build(cls: type, raw: Any, path: str, source: str) -> Any:
             lo, hi = meta.get("min"), meta.get("max")
             if lo is not None and (value < lo or (meta.get("min_exclusive") and value == lo)):
                 op = ">" if meta.get("min_exclusive") else ">="
-                raise InputError(f"{where} must be {op} {lo:g}, got {value!r}")
+                raise InputError(f"{where} must be {op} {lo:g}, got {_show(value)}")
             if hi is not None and value > hi:
-                raise InputError(f"{where} must be <= {hi:g}, got {value!r}")
+                raise InputError(f"{where} must be <= {hi:g}, got {_show(value)}")
         kwargs[key] = value
     return cls(**kwargs)
 
@@ -300,7 +310,7 @@ def config_from_dict(raw: Any, source: str = "<config>",
     if not isinstance(raw, dict):
         raise InputError(f"{source}: the top level must be a mapping with sections "
                          f"data, model, training, decoding; got {type(raw).__name__}")
-    raw = _deep_copy(raw)
+    raw = _copy_sections(raw)
     for key, value in parse_overrides(overrides):
         _set_path(raw, key, value, source)
     cfg = _build(Config, raw, "", source)
@@ -308,12 +318,20 @@ def config_from_dict(raw: Any, source: str = "<config>",
     return cfg
 
 
-def _deep_copy(raw: Any) -> Any:
-    if isinstance(raw, dict):
-        return {k: _deep_copy(v) for k, v in raw.items()}
-    if isinstance(raw, list):
-        return [_deep_copy(v) for v in raw]
+def _copy_sections(raw: Any, depth: int = 3) -> Any:
+    """Copy the mappings a config can have (top, section, subsection), sharing everything else.
+
+    Bounded depth: YAML aliases can make a document recursive or exponentially large when
+    expanded, and such values are refused by validation anyway.
+    """
+    if isinstance(raw, dict) and depth > 0:
+        return {k: _copy_sections(v, depth - 1) for k, v in raw.items()}
     return raw
+
+
+def _show(value: Any) -> str:
+    """A short repr for error messages (long strings, huge or recursive values are abbreviated)."""
+    return _REPR.repr(value)
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -334,6 +352,10 @@ def read_yaml(path: str | Path) -> Any:
         where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
         problem = getattr(exc, "problem", None) or exc.__class__.__name__
         raise InputError(f"{where}: invalid YAML ({problem})") from None
+    except (ValueError, RecursionError, OverflowError) as exc:
+        # e.g. an integer with more digits than Python converts, or nesting too deep to parse
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+        raise InputError(f"{p}: invalid YAML ({first})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: typing.Iterable[str] = ()) -> Config:

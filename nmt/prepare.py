@@ -20,7 +20,7 @@ import platform
 import random
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import numpy as np
 
 from nmt.config import Config, DataConfig
 from nmt.errors import InputError
-from nmt.fileio import atomic_directory, count_lines, read_lines, sha256_file
+from nmt.fileio import LineCounts, atomic_directory, count_lines, read_lines, sha256_file
 from nmt.normalize import normalize
 from nmt.vocab import EOS_ID, Vocab, train_sentencepiece
 
@@ -38,7 +38,7 @@ SPLITS = ("train", "dev", "test")
 _ENCODE_CHUNK = 20_000
 
 #: the reasons a pair is dropped, in the order they are checked
-DROP_REASONS = ("invalid_utf8", "empty", "duplicate", "in_dev_or_test", "too_long", "length_ratio")
+DROP_REASONS = ("invalid_utf8", "overlong", "empty", "duplicate", "in_dev_or_test", "too_long", "length_ratio")
 
 
 @dataclass
@@ -63,20 +63,24 @@ class PrepareSummary:
     """What ``prepare`` did: counts per split and reason, vocab sizes, time taken."""
 
     out_dir: Path
+    utf8_policy: str = "error"
     read: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
     kept: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SPLITS, 0))
     src_vocab: int = 0
     tgt_vocab: int = 0
-    replaced_utf8: int = 0
+    lines: LineCounts = field(default_factory=LineCounts)
     seconds: float = 0.0
 
     def table(self) -> str:
         """The summary as a small plain-text table."""
         rows = [("pairs read", self.read)]
         rows += [(f"dropped: {k.replace('_', ' ')}", v) for k, v in self.dropped.items()]
-        if self.replaced_utf8:
-            rows.append(("lines with invalid UTF-8 replaced", self.replaced_utf8))
+        repairs = {"invalid_utf8": "lines with invalid UTF-8 (policy: {policy})",
+                   "bare_cr": "lines with a bare CR (read as a space)",
+                   "nul": "lines with NUL bytes (read as spaces)", "bom": "byte-order marks dropped"}
+        rows += [(label.format(policy=self.utf8_policy), getattr(self.lines, k))
+                 for k, label in repairs.items() if getattr(self.lines, k)]
         rows += [(f"kept: {k}", v) for k, v in self.kept.items()]
         rows += [("source vocab", self.src_vocab), ("target vocab", self.tgt_vocab),
                  ("seconds", f"{self.seconds:.1f}")]
@@ -84,20 +88,18 @@ class PrepareSummary:
         return "\n".join(f"{name:<{width}}  {value:>9}" for name, value in rows) + f"\nwritten: {self.out_dir}"
 
 
-def _pairs(corpus: Corpus, d: DataConfig, summary: PrepareSummary) -> Iterator[tuple[str, str] | None]:
-    """Yield normalised pairs of one corpus (None for a pair skipped as invalid UTF-8)."""
-    policy = d.on_invalid_utf8
+def _pairs(corpus: Corpus, d: DataConfig, summary: PrepareSummary) -> Iterator[tuple[str, str] | str]:
+    """Yield normalised pairs of one corpus, or for a pair that cannot be read the reason it is dropped."""
+    policy, counts = d.on_invalid_utf8, summary.lines
     if corpus.tsv:
         need = max(d.tsv_src_column, d.tsv_tgt_column) + 1
-        for lineno, text in read_lines(corpus.tsv, policy):
-            if text is None:
-                yield None
+        for line in read_lines(corpus.tsv, policy, counts):
+            if line.skipped:
+                yield line.skipped
                 continue
-            if "\ufffd" in text and policy == "replace":
-                summary.replaced_utf8 += 1
-            cols = text.split("\t")
+            cols = line.text.split("\t")
             if len(cols) < need:
-                raise InputError(f"{corpus.tsv}:{lineno}: {len(cols)} tab-separated column(s), "
+                raise InputError(f"{corpus.tsv}:{line.number}: {len(cols)} tab-separated column(s), "
                                  f"need at least {need} (data.tsv_src_column/tsv_tgt_column)")
             yield (normalize(cols[d.tsv_src_column], d.lowercase), normalize(cols[d.tsv_tgt_column], d.lowercase))
         return
@@ -105,13 +107,11 @@ def _pairs(corpus: Corpus, d: DataConfig, summary: PrepareSummary) -> Iterator[t
     n_src, n_tgt = count_lines(corpus.src), count_lines(corpus.tgt)
     if n_src != n_tgt:
         raise InputError(f"line counts differ: {corpus.src} has {n_src} lines, {corpus.tgt} has {n_tgt}")
-    for (_, s), (_, t) in zip(read_lines(corpus.src, policy), read_lines(corpus.tgt, policy)):
-        if s is None or t is None:
-            yield None
+    for s, t in zip(read_lines(corpus.src, policy, counts), read_lines(corpus.tgt, policy, counts)):
+        if s.skipped or t.skipped:
+            yield s.skipped or t.skipped
             continue
-        if policy == "replace" and ("\ufffd" in s or "\ufffd" in t):
-            summary.replaced_utf8 += 1
-        yield normalize(s, d.lowercase), normalize(t, d.lowercase)
+        yield normalize(s.text, d.lowercase), normalize(t.text, d.lowercase)
 
 
 def _count_pairs(corpus: Corpus) -> int:
@@ -192,7 +192,7 @@ def prepare(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = p
             if not Path(f).is_file():
                 raise InputError(f"{f}: file not found")
     out = Path(d.prepared_dir)
-    summary = PrepareSummary(out_dir=out)
+    summary = PrepareSummary(out_dir=out, utf8_policy=d.on_invalid_utf8)
     if out.exists() and not overwrite:
         raise InputError(f"{out}: already exists (use --overwrite to replace it)")
 
@@ -211,8 +211,8 @@ def prepare(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = p
         if corpora[split]:
             for pair in _pairs(corpora[split], d, summary):
                 summary.read += 1
-                if pair is None:
-                    summary.dropped["invalid_utf8"] += 1
+                if isinstance(pair, str):
+                    summary.dropped[pair] += 1
                 elif not pair[0] or not pair[1]:
                     summary.dropped["empty"] += 1
                 else:
@@ -230,8 +230,8 @@ def prepare(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = p
         with open(norm_path, "w", encoding="utf-8") as norm:
             for index, pair in enumerate(_pairs(corpora["train"], d, summary)):
                 summary.read += 1
-                if pair is None:
-                    summary.dropped["invalid_utf8"] += 1
+                if isinstance(pair, str):
+                    summary.dropped[pair] += 1
                     continue
                 if not pair[0] or not pair[1]:
                     summary.dropped["empty"] += 1
@@ -336,7 +336,7 @@ def prepare(cfg: Config, overwrite: bool = False, log: Callable[[str], None] = p
             "inputs": {split: [{"path": f, "sha256": sha256_file(f)} for f in corpora[split].files]
                        for split in SPLITS if corpora[split]},
             "counts": {"read": summary.read, "dropped": summary.dropped,
-                       "replaced_invalid_utf8": summary.replaced_utf8, "kept": summary.kept},
+                       "line_repairs": asdict(summary.lines), "kept": summary.kept},
             "splits": splits_info,
             "ids_dtype": dtype.str,
             "vocab": {"src_model": model_files["src"], "tgt_model": model_files["tgt"],

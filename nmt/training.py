@@ -154,13 +154,16 @@ class Trainer:
             else:
                 raise InputError(f"{run}: run directory exists; use --resume to continue it "
                                  "or --overwrite to start again")
-        run.mkdir(parents=True, exist_ok=True)
-        for name in {self.data.manifest["vocab"]["src_model"], self.data.manifest["vocab"]["tgt_model"],
-                     "manifest.json"}:
-            shutil.copyfile(self.data.path / name, run / f".{name}.tmp")
-            os.replace(run / f".{name}.tmp", run / name)
-        atomic_write_text(snapshot, dump_config(self.cfg))
-        self._log_file = open(run / "train.log", "a", encoding="utf-8")
+        try:
+            run.mkdir(parents=True, exist_ok=True)
+            for name in {self.data.manifest["vocab"]["src_model"], self.data.manifest["vocab"]["tgt_model"],
+                         "manifest.json"}:
+                shutil.copyfile(self.data.path / name, run / f".{name}.tmp")
+                os.replace(run / f".{name}.tmp", run / name)
+            atomic_write_text(snapshot, dump_config(self.cfg))
+            self._log_file = open(run / "train.log", "a", encoding="utf-8")
+        except OSError as exc:
+            raise NmtError(f"{run}: cannot write ({exc.strerror or exc})") from None
         if self.resuming:
             for key, a, b in self._changed:
                 self.log(f"resume: {key} changed from {a!r} to {b!r}")
@@ -306,25 +309,76 @@ class Trainer:
 
     # ----------------------------------------------------------------- loop
     def _restore(self) -> int:
-        latest = self.manager.latest_checkpoint
-        if self.resuming and latest:
+        """Restore the newest readable checkpoint when resuming; return its step (0 if none).
+
+        A checkpoint that cannot be read (cut short by a kill or a full disk, or damaged since)
+        is skipped with a warning in favour of the one before it.
+        """
+        from nmt.checkpoints import list_checkpoints, remove_partial_saves, restore
+
+        for folder in (self.run_dir / "checkpoints", self.run_dir / "best"):
+            for name in remove_partial_saves(folder):
+                self.log(f"removed {folder / name}, left by an interrupted save")
+        if not self.resuming:
+            return 0
+        candidates = list_checkpoints(self.run_dir / "checkpoints")
+        failures: list[str] = []
+        for prefix in candidates:
             try:
-                self.checkpoint.restore(latest).assert_existing_objects_matched()
-            except Exception as exc:  # noqa: BLE001 - any TF restore failure is a corrupt checkpoint
-                raise InputError(f"{latest}: cannot restore checkpoint ({str(exc).splitlines()[0][:200]})") from None
+                restore(self.checkpoint, prefix)
+            except InputError as exc:
+                failures.append(str(exc))
+                self.log(f"warning: skipping {exc}")
+                continue
             step = int(self.optimizer.iterations.numpy())
-            self.log(f"resumed from {latest} at step {step} (epoch {int(self.epoch.numpy())}, "
+            self.log(f"resumed from {prefix} at step {step} (epoch {int(self.epoch.numpy())}, "
                      f"batch {int(self.batch_in_epoch.numpy())})")
+            self._trim_metrics(step)
             return step
-        if self.resuming:
-            self.log("resume: no checkpoint yet, starting from step 0")
+        if failures:
+            raise InputError(f"cannot resume: no readable checkpoint in {self.run_dir / 'checkpoints'} "
+                             f"({failures[0]})")
+        self.log("resume: no checkpoint yet, starting from step 0")
+        self._trim_metrics(0)
         return 0
 
+    def _trim_metrics(self, step: int) -> None:
+        """Drop metrics rows written after ``step`` by a run that stopped before checkpointing them."""
+        path = self.run_dir / "metrics.jsonl"
+        if not path.is_file():
+            return
+        rows = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = []
+        for row in rows:
+            try:
+                if json.loads(row)["step"] <= step:
+                    kept.append(row)
+            except (ValueError, KeyError, TypeError):
+                pass  # a line cut short by a kill
+        if len(kept) != len(rows):
+            atomic_write_text(path, "".join(kept))
+            self.log(f"resume: dropped {len(rows) - len(kept)} metrics row(s) after step {step}")
+
     def _save(self, step: int, manager: Any = None) -> str:
-        """Save a checkpoint (the regular series, or ``manager``'s) with the current data position."""
+        """Save a checkpoint (the regular series, or ``manager``'s) with the current data position.
+
+        A failed write (a full disk) removes its partial files and stops training with the
+        last good checkpoint named; the state file still names that one.
+        """
+        import tensorflow as tf
+
+        from nmt.checkpoints import error_reason, remove_partial_saves
+
+        manager = manager or self.manager
         self.epoch.assign(self.position[0])
         self.batch_in_epoch.assign(self.position[1])
-        return (manager or self.manager).save(checkpoint_number=step)
+        try:
+            return manager.save(checkpoint_number=step)
+        except (OSError, tf.errors.OpError) as exc:
+            remove_partial_saves(manager.directory)
+            raise NmtError(f"{manager.directory}: cannot write the checkpoint of step {step} "
+                           f"({error_reason(exc).rpartition('; ')[2]}); "
+                           f"the last good checkpoint is {self.manager.latest_checkpoint or 'none'}") from None
 
     def train(self) -> TrainResult:
         """Run the training loop until max_steps, max_minutes, early stopping or a signal."""
@@ -416,6 +470,8 @@ class Trainer:
                     last_saved = step
                 if stop_signal:
                     break
+        except OSError as exc:
+            raise self._write_error(exc) from None
         finally:
             for s, handler in previous.items():
                 try:
@@ -433,6 +489,8 @@ class Trainer:
                 self._validate_and_maybe_stop(step, record, result, final=True)
             if step != last_saved or not self.manager.latest_checkpoint:
                 self._save(step)
+        except OSError as exc:
+            raise self._write_error(exc) from None
         finally:
             metrics_file.close()
             writer.close()
@@ -444,6 +502,12 @@ class Trainer:
         self.log(f"done at step {step}: {result.stop_reason or 'stopped'}; best dev BLEU {result.best_bleu:.2f}; "
                  f"run directory {self.run_dir}")
         return result
+
+    def _write_error(self, exc: OSError) -> NmtError:
+        """A failed write in the run directory (a full disk): say what failed and what is kept."""
+        where = exc.filename or self.run_dir
+        return NmtError(f"{where}: cannot write ({exc.strerror or exc}); training stopped, "
+                        f"the last good checkpoint is {self.manager.latest_checkpoint or 'none'}")
 
     def _validate_and_maybe_stop(self, step: int, record, result: TrainResult, final: bool = False) -> bool:
         t = self.cfg.training

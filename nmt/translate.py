@@ -48,19 +48,18 @@ class Translation:
 
 def find_checkpoint(run_dir: Path, which: str) -> str:
     """Resolve ``best``, ``last`` or a checkpoint path of a run directory to a checkpoint prefix."""
-    import tensorflow as tf
+    from nmt.checkpoints import latest_checkpoint
 
     if which in ("best", "last"):
-        folder = run_dir / ("best" if which == "best" else "checkpoints")
-        path = tf.train.latest_checkpoint(str(folder)) if folder.is_dir() else None
+        path = latest_checkpoint(run_dir / ("best" if which == "best" else "checkpoints"))
         if path is None and which == "best":
-            path = tf.train.latest_checkpoint(str(run_dir / "checkpoints"))
+            path = latest_checkpoint(run_dir / "checkpoints")
         if path is None:
             raise InputError(f"{run_dir}: no checkpoint found (was the run trained?)")
         return path
     p = Path(which)
     if p.is_dir():
-        path = tf.train.latest_checkpoint(str(p))
+        path = latest_checkpoint(p)
         if path is None:
             raise InputError(f"{p}: no checkpoint in this directory")
         return path
@@ -76,6 +75,7 @@ class Translator:
                  **decoding_overrides: Any) -> None:
         import tensorflow as tf
 
+        from nmt.checkpoints import restore
         from nmt.decoding import Decoder
         from nmt.model import build_model
 
@@ -102,12 +102,7 @@ class Translator:
         self.decoding = replace(cfg, **{k: v for k, v in decoding_overrides.items() if v is not None})
         self.model = build_model(self.config.model, len(self.src_vocab), len(self.tgt_vocab))
         self.checkpoint_path = find_checkpoint(self.run_dir, checkpoint)
-        try:
-            tf.train.Checkpoint(model=self.model).restore(self.checkpoint_path).expect_partial() \
-                .assert_existing_objects_matched()
-        except (ValueError, AssertionError, tf.errors.OpError) as exc:
-            msg = str(exc).splitlines()[0][:200]
-            raise InputError(f"{self.checkpoint_path}: does not fit this run's model and vocabulary ({msg})") from None
+        restore(tf.train.Checkpoint(model=self.model), self.checkpoint_path, partial=True)
         self.decoder = Decoder(self.model, self.decoding)
 
     def translate(self, lines: list[str], beam: int | None = None, n_best: int = 1,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -37,7 +38,14 @@ def train_sentencepiece(sentences: Iterable[str], model_type: str, vocab_size: i
             max_sentence_length=1 << 16, num_threads=1, minloglevel=2,
             train_extremely_large_corpus=False)
     except RuntimeError as exc:
-        raise InputError(f"SentencePiece training failed: {str(exc).splitlines()[0]}") from None
+        message = str(exc).splitlines()[0]
+        m = re.search(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)", message)
+        if m:
+            raise InputError(f"data.sentencepiece.vocab_size={m.group(1)} is smaller than the {m.group(2)} "
+                             "characters the corpus needs; raise it or lower "
+                             "data.sentencepiece.character_coverage") from None
+        message = re.sub(r"^\w+: \S+\(\d+\) \[.*?\] ", "", message)  # the C++ source location and check
+        raise InputError(f"SentencePiece training failed: {message}") from None
     return model.getvalue()
 
 

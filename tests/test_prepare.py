@@ -140,7 +140,7 @@ def test_invalid_utf8_skip_and_replace_are_counted(tmp_path, pair_files):
     r = run_pairs(tmp_path, s, t, "--on-invalid-utf8", "replace", "--overwrite")
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert m["counts"]["replaced_invalid_utf8"] == 1 and m["counts"]["dropped"]["invalid_utf8"] == 0
+    assert m["counts"]["line_repairs"]["invalid_utf8"] == 1 and m["counts"]["dropped"]["invalid_utf8"] == 0
 
 
 def test_existing_output_is_refused_without_overwrite(prepared):
