@@ -58,7 +58,7 @@ def setup(work: Path) -> Path:
                     "dev_size": 100, "test_size": 100, "sentencepiece": {"vocab_size": 500}},
            "model": {"embedding_dim": 64, "encoder_units": 128, "decoder_units": 256, "attention_units": 128,
                      "attentional_units": 256, "dropout": 0.2},
-           "training": {"run_dir": str(work / "run"), "batch_size": 32, "max_steps": 60, "log_every": 1,
+           "training": {"run_dir": str(work / "run"), "batch_size": 32, "max_steps": 120, "log_every": 1,
                         "checkpoint_every": 3, "validate_every": 30, "validate_max_sentences": 50,
                         "num_sampled": 128, "learning_rate": 0.005, "keep_checkpoints": 3},
            "decoding": {"batch_size": 64, "max_length_cap": 40}}
@@ -128,8 +128,8 @@ def case_kills(work: Path, cfg_path: Path, kills: int, seed: int) -> bool:
                 if line.startswith("resumed from") or line.startswith("resume: no checkpoint yet")]
     restored = [int(line.split(" at step ")[1].split()[0]) if " at step " in line else 0 for line in restarts]
     lost = [e["step_at_kill"] - r for e, r in zip(events, restored)]
-    a, b = checkpoint_values(str(run / "checkpoints" / "ckpt-60")), checkpoint_values(str(ref / "checkpoints" /
-                                                                                          "ckpt-60"))
+    last = f"ckpt-{yaml.safe_load(cfg_path.read_text())['training']['max_steps']}"
+    a, b = checkpoint_values(str(run / "checkpoints" / last)), checkpoint_values(str(ref / "checkpoints" / last))
     max_diff = max(float(np.max(np.abs(a[n].astype(np.float64) - b[n].astype(np.float64)))) for n in a)
     ok = (done.returncode == 0 and a.keys() == b.keys() and max_diff == 0.0 and all(0 <= x <= every for x in lost))
     return emit("kills", ok, kills=len(events), kills_during_save=sum(e["during_save"] for e in events),
@@ -201,7 +201,7 @@ def case_disk(work: Path, cfg_path: Path) -> bool:
     ok &= p.returncode == 1 and "No space left on device" in last and p.stdout.strip() == "left:"
     # train until the disk fills (room for the run's small files and about two checkpoints), then
     # translate with the last good checkpoint from the same disk
-    ckpt = sum(f.stat().st_size for f in (work / "kills_ref" / "checkpoints").glob("ckpt-60.*"))
+    ckpt = max(f.stat().st_size for f in (work / "kills_ref" / "checkpoints").glob("ckpt-*.data-*"))
     size_kib = (2 * ckpt + 2 * (work / "prepared" / "spm.model").stat().st_size) // 1024 + 64
     err_file = work / "train_disk.err"
     t = in_small_disk(disk, size_kib, f'{nmt} train --config "{cfg_path}" --set training.run_dir="{disk}/run" '
