@@ -130,6 +130,8 @@ class TrainingConfig:
     mixed_precision: Literal["auto", "on", "off"] = _opt("auto", "float16 compute with float32 loss (auto: GPUs only)")
     device: Literal["auto", "cpu", "gpu"] = _opt("auto", "auto: a GPU when TensorFlow sees one, else the CPU")
     threads: int = _opt(0, "TensorFlow intra-op threads (0: TensorFlow's choice)", min=0, max=1024)
+    distribution: Literal["auto", "none", "mirrored", "multi_worker"] = _opt(
+        "auto", "auto: MirroredStrategy over several GPUs, else one device; multi_worker: the cluster in TF_CONFIG")
 
 
 @dataclass(frozen=True)

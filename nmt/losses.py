@@ -74,10 +74,3 @@ def full_softmax_loss(logits: tf.Tensor, labels: tf.Tensor, label_smoothing: flo
     log_probs = tf.nn.log_softmax(logits, axis=-1)
     nll = -tf.gather(log_probs, tf.cast(labels, tf.int32), batch_dims=labels.shape.rank, axis=-1)
     return (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(log_probs, axis=-1)
-
-
-def masked_mean(losses: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """``(mean over unmasked positions, number of unmasked positions)``."""
-    mask = tf.cast(mask, tf.float32)
-    count = tf.reduce_sum(mask)
-    return tf.reduce_sum(losses * mask) / tf.maximum(count, 1.0), count

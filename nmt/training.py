@@ -15,6 +15,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from nmt.config import BREAKING_SECTIONS, Config, config_from_dict, diff_configs, dump_config, read_yaml
+from nmt.distribute import Cluster, distribute_batch, read_cluster
 from nmt.errors import InputError, NmtError
 from nmt.fileio import atomic_write_text
 
@@ -48,14 +50,17 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def configure_tensorflow(cfg: Config) -> str:
-    """Threads, determinism, device visibility and precision; returns the device in use.
+def configure_tensorflow(cfg: Config, cluster: Cluster | None = None) -> tuple[str, Any]:
+    """Threads, the distribution strategy, determinism, devices and precision.
 
-    Must run before TensorFlow creates its first op (it configures the runtime).
+    Returns ``(device description, strategy)``. Must run before TensorFlow creates its first
+    op (it configures the runtime).
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import keras
     import tensorflow as tf
+
+    from nmt.distribute import make_strategy
 
     t = cfg.training
     try:
@@ -66,11 +71,11 @@ def configure_tensorflow(cfg: Config) -> str:
         if t.device == "cpu" and gpus:
             tf.config.set_visible_devices([], "GPU")
             gpus = []
-        if gpus:
-            for gpu in gpus:
-                tf.config.experimental.set_memory_growth(gpu, True)
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError:
         pass  # the runtime is already initialised (a second run in one process): keep its settings
+    strategy = make_strategy(cluster or Cluster(t.distribution))
     gpus = tf.config.list_logical_devices("GPU")
     if t.device == "gpu" and not gpus:
         raise NmtError("training.device is 'gpu' but TensorFlow sees no GPU")
@@ -80,7 +85,12 @@ def configure_tensorflow(cfg: Config) -> str:
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     keras.utils.set_random_seed(t.seed)
     device = f"GPU ({len(gpus)} visible: {', '.join(g.name for g in gpus)})" if gpus else "CPU"
-    return device + (", mixed float16" if mixed else ", float32")
+    device += ", mixed float16" if mixed else ", float32"
+    if strategy.num_replicas_in_sync > 1:
+        multi = cluster is not None and cluster.kind == "multi_worker"
+        name = "MultiWorkerMirroredStrategy" if multi else type(strategy).__name__
+        device += f", {name} with {strategy.num_replicas_in_sync} replicas"
+    return device, strategy
 
 
 def learning_rate(step: int | Any, cfg: Config) -> Any:
@@ -114,13 +124,29 @@ class Trainer:
         from nmt.dataset import PreparedData
 
         self.cfg = cfg
-        self.run_dir = Path(cfg.training.run_dir)
+        self.cluster = read_cluster(cfg.training.distribution)
+        # Every worker restores from the configured run directory; only the chief writes it.
+        # The others write their (identical) checkpoints to a private temporary directory,
+        # as tf.distribute asks of non-chief workers, and delete it at the end.
+        self.restore_dir = Path(cfg.training.run_dir)
+        self.run_dir = self.restore_dir if self.cluster.is_chief else \
+            Path(tempfile.mkdtemp(prefix=f"nmt-worker{self.cluster.worker_index}-"))
         self._log_file = None
         self._print = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        if not self.cluster.is_chief:
+            self._print = lambda msg: None
         self.data = PreparedData(cfg.data.prepared_dir)
-        self._prepare_run_dir(resume, overwrite)
-        self.device = configure_tensorflow(cfg)
-        self.log(f"device: {self.device}")
+        if self.cluster.is_chief:
+            self._prepare_run_dir(resume, overwrite)
+        else:
+            self._prepare_run_dir(False, False)
+            self.resuming = resume
+        self.device, self.strategy = configure_tensorflow(cfg, self.cluster)
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.distributed = self.replicas > 1 or self.cluster.num_workers > 1
+        where = f"worker {self.cluster.worker_index} of {self.cluster.num_workers}; " \
+            if self.cluster.num_workers > 1 else ""
+        self.log(f"device: {where}{self.device}")
         self._build()
 
     # ----------------------------------------------------------------- setup
@@ -178,13 +204,16 @@ class Trainer:
         from nmt.model import build_model
 
         cfg, t = self.cfg, self.cfg.training
-        self.strategy = tf.distribute.get_strategy()
         with self.strategy.scope():
             self.model = build_model(cfg.model, self.data.src_vocab_size, self.data.tgt_vocab_size)
             self.plateau_scale = tf.Variable(1.0, trainable=False, name="plateau_scale")
             schedule = make_schedule(cfg, self.plateau_scale)
+            # Keras clips each replica's gradient before summing them; with several replicas the
+            # step sums the gradients first and hands each replica 1/R of the sum, so clipping at
+            # clip_norm/R clips the global gradient at clip_norm (see _make_train_step).
+            clip = t.clip_norm / (self.replicas if self.distributed else 1)
             optimizer = keras.optimizers.Adam(learning_rate=schedule,
-                                              global_clipnorm=t.clip_norm if t.clip_norm > 0 else None)
+                                              global_clipnorm=clip if t.clip_norm > 0 else None)
             if keras.mixed_precision.global_policy().name == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
@@ -232,7 +261,7 @@ class Trainer:
     def _loss(self, src, tgt_in, tgt_out, training: bool, seed=None):
         import tensorflow as tf
 
-        from nmt.losses import full_softmax_loss, masked_mean, sampled_softmax_loss
+        from nmt.losses import full_softmax_loss, sampled_softmax_loss
 
         hidden = self.model((src, tgt_in), training=training)
         mask = tf.not_equal(tgt_out, 0)
@@ -247,31 +276,45 @@ class Trainer:
         else:
             smoothing = self.cfg.training.label_smoothing if training else 0.0
             losses = full_softmax_loss(self.model.logits(hidden), tgt_out, smoothing)
-        return masked_mean(losses, mask)
+        mask = tf.cast(mask, tf.float32)
+        return tf.reduce_sum(losses * mask), tf.reduce_sum(mask)
 
     def _make_train_step(self):
+        """The compiled update: loss over the global batch's target tokens, gradients summed over replicas."""
         import tensorflow as tf
 
-        model, optimizer = self.model, self.optimizer
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
         seed0 = tf.constant(self.cfg.training.seed, tf.int64)
+        distributed, replicas = self.distributed, float(self.replicas)
+        clipping = self.cfg.training.clip_norm > 0
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
+        SUM = tf.distribute.ReduceOp.SUM
 
         def step(src, tgt_in, tgt_out):
+            # the same seed on every replica: all draw the same sampled-softmax candidates
             seed = tf.stack([seed0, tf.cast(optimizer.iterations, tf.int64)])
+            context = tf.distribute.get_replica_context()
             with tf.GradientTape() as tape:
-                loss, tokens = self._loss(src, tgt_in, tgt_out, True, seed)
+                loss_sum, tokens = self._loss(src, tgt_in, tgt_out, True, seed)
+                global_tokens = context.all_reduce(SUM, tokens) if distributed else tokens
+                loss = loss_sum / tf.maximum(global_tokens, 1.0)
                 scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
             grads = tape.gradient(scaled, model.trainable_variables)
-            optimizer.apply(grads, model.trainable_variables)
+            if distributed and clipping:
+                summed = context.all_reduce(SUM, [tf.convert_to_tensor(g) for g in grads])
+                grads = [g / replicas for g in summed]
+            optimizer.apply(grads, model.trainable_variables)  # Keras sums the replicas' gradients
             return loss, tokens
 
         compiled = tf.function(step, jit_compile=True) if self.xla else step
 
-        @tf.function(input_signature=spec)
         def train_step(src, tgt_in, tgt_out):
-            return self.strategy.run(compiled, args=(src, tgt_in, tgt_out))
+            loss, tokens = strategy.run(compiled, args=(src, tgt_in, tgt_out))
+            return strategy.reduce(SUM, loss, axis=None), strategy.reduce(SUM, tokens, axis=None)
 
-        return train_step
+        if distributed:  # per-replica inputs: let the trace generalise over batch shapes
+            return tf.function(train_step, reduce_retracing=True)
+        return tf.function(train_step, input_signature=spec)
 
     def _make_eval_step(self):
         import tensorflow as tf
@@ -280,10 +323,29 @@ class Trainer:
 
         @tf.function(input_signature=spec)
         def eval_step(src, tgt_in, tgt_out):
-            loss, tokens = self._loss(src, tgt_in, tgt_out, False)
-            return loss * tokens, tokens
+            return self._loss(src, tgt_in, tgt_out, False)
 
         return eval_step
+
+    def _make_agree(self):
+        """A collective that returns (the maximum over workers, the chief's values) of a float vector."""
+        import tensorflow as tf
+
+        strategy = self.strategy
+
+        @tf.function
+        def agree(values):
+            def fn(v):
+                rows = tf.distribute.get_replica_context().all_gather(v[None], axis=0)  # [replicas, n]
+                return tf.reduce_max(rows, axis=0), rows[0]
+            most, chief = strategy.run(fn, args=(values,))
+            return strategy.experimental_local_results(most)[0], strategy.experimental_local_results(chief)[0]
+
+        def call(values: list[float]) -> tuple[list[float], list[float]]:
+            most, chief = agree(tf.constant(values, tf.float32))
+            return most.numpy().tolist(), chief.numpy().tolist()
+
+        return call
 
     # ----------------------------------------------------------------- validation
     def validate(self) -> dict[str, Any]:
@@ -321,7 +383,7 @@ class Trainer:
                 self.log(f"removed {folder / name}, left by an interrupted save")
         if not self.resuming:
             return 0
-        candidates = list_checkpoints(self.run_dir / "checkpoints")
+        candidates = list_checkpoints(self.restore_dir / "checkpoints")
         failures: list[str] = []
         for prefix in candidates:
             try:
@@ -336,7 +398,7 @@ class Trainer:
             self._trim_metrics(step)
             return step
         if failures:
-            raise InputError(f"cannot resume: no readable checkpoint in {self.run_dir / 'checkpoints'} "
+            raise InputError(f"cannot resume: no readable checkpoint in {self.restore_dir / 'checkpoints'} "
                              f"({failures[0]})")
         self.log("resume: no checkpoint yet, starting from step 0")
         self._trim_metrics(0)
@@ -427,15 +489,43 @@ class Trainer:
         # than a tf.data generator pipeline, whose thread competes for the two cores.
         batches = self.planner.batches(*self.position)
         last_saved = step
+        if self.distributed:
+            self._agree = self._make_agree()
+            most, _ = self._agree([float(step), -float(step)])
+            if most[0] != -most[1]:
+                raise NmtError(f"the workers restored different steps ({-most[1]:.0f} to {most[0]:.0f}); a "
+                               "multi-worker resume needs training.run_dir on a filesystem every worker can read")
+
+        def out_of_time() -> bool:
+            return t.max_minutes is not None and time.perf_counter() - start >= t.max_minutes * 60
+
+        def agree_to_stop(early: bool) -> bool:
+            """With several workers, stop decisions and the plateau factor are taken together."""
+            most, chief = self._agree([float(out_of_time()), float(bool(stop_signal)), float(early),
+                                       float(self.plateau_scale.numpy())])
+            self.plateau_scale.assign(chief[3])
+            if most[1] and not stop_signal:
+                stop_signal.append(signal.SIGTERM)  # another worker was signalled: save and stop with it
+            if most[0] and not result.stop_reason:
+                result.stop_reason = f"reached training.max_minutes={t.max_minutes:g}"
+            if most[2] and not result.stop_reason:
+                result.stop_reason = "early stopping (decided by the chief)"
+            return bool(most[0] or most[1] or most[2])
+
         try:
             for epoch, index, (src, tgt_in, tgt_out) in batches:
                 if step >= t.max_steps:
                     result.stop_reason = f"reached training.max_steps={t.max_steps}"
                     break
-                if t.max_minutes is not None and time.perf_counter() - start >= t.max_minutes * 60:
+                if not self.distributed and out_of_time():
                     result.stop_reason = f"reached training.max_minutes={t.max_minutes:g}"
                     break
-                loss, tokens = self._train_step(src, tgt_in, tgt_out)
+                if self.distributed:
+                    if src.shape[0] < self.replicas:  # a tail batch too small to give every replica a row
+                        continue
+                    loss, tokens = self._train_step(*distribute_batch(self.strategy, (src, tgt_in, tgt_out)))
+                else:
+                    loss, tokens = self._train_step(src, tgt_in, tgt_out)
                 loss = float(loss)
                 if not math.isfinite(loss):
                     latest = self.manager.latest_checkpoint or "none"
@@ -461,14 +551,22 @@ class Trainer:
                     record("train", {"loss": window_loss / window_steps, "learning_rate": lr,
                                      "tokens_per_second": tps, "epoch": int(epoch) + 1})
                     window_tokens, window_loss, window_steps, window_start = 0.0, 0.0, 0, time.perf_counter()
+                early = False
                 if step % t.validate_every == 0:
-                    if self._validate_and_maybe_stop(step, record, result):
-                        break
+                    early = self.cluster.is_chief and self._validate_and_maybe_stop(step, record, result)
                     window_start = time.perf_counter()
+                    if early and not self.distributed:
+                        break
+                if self.distributed and (step % t.log_every == 0 or step % t.validate_every == 0):
+                    if agree_to_stop(early):
+                        if step % t.checkpoint_every == 0:
+                            self._save(step)
+                            last_saved = step
+                        break
                 if step % t.checkpoint_every == 0:
                     self._save(step)
                     last_saved = step
-                if stop_signal:
+                if stop_signal and not self.distributed:
                     break
         except OSError as exc:
             raise self._write_error(exc) from None
@@ -485,7 +583,7 @@ class Trainer:
                 name = signal.Signals(stop_signal[0]).name
                 raise TrainingInterrupted(f"{name} received: saved {path} at step {step}; "
                                           "continue with nmt train --resume", stop_signal[0])
-            if step % t.validate_every != 0 or not result.last_dev:
+            if self.cluster.is_chief and (step % t.validate_every != 0 or not result.last_dev):
                 self._validate_and_maybe_stop(step, record, result, final=True)
             if step != last_saved or not self.manager.latest_checkpoint:
                 self._save(step)
@@ -497,6 +595,9 @@ class Trainer:
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
+            if not self.cluster.is_chief:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+                result.run_dir = self.restore_dir
         result.step = step
         result.best_bleu = float(self.best_bleu.numpy())
         self.log(f"done at step {step}: {result.stop_reason or 'stopped'}; best dev BLEU {result.best_bleu:.2f}; "
