@@ -56,6 +56,15 @@ def list_checkpoints(folder: str | Path) -> list[str]:
     return sorted(prefixes, key=checkpoint_number, reverse=True)
 
 
+def checkpoint_values(prefix: str) -> dict[str, Any]:
+    """Every saved value of a checkpoint by name (bookkeeping entries excluded), as numpy arrays."""
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(prefix)
+    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
+            if not name.startswith(("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"))}
+
+
 def remove_partial_saves(folder: str | Path) -> list[str]:
     """Delete what interrupted saves left in ``folder`` (``*_temp`` directories); return their names."""
     folder = Path(folder)

@@ -50,7 +50,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def configure_tensorflow(cfg: Config, cluster: Cluster | None = None) -> tuple[str, Any]:
+def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any]:
     """Threads, the distribution strategy, determinism, devices and precision.
 
     Returns ``(device description, strategy)``. Must run before TensorFlow creates its first
@@ -75,7 +75,7 @@ def configure_tensorflow(cfg: Config, cluster: Cluster | None = None) -> tuple[s
             tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError:
         pass  # the runtime is already initialised (a second run in one process): keep its settings
-    strategy = make_strategy(cluster or Cluster(t.distribution))
+    strategy = make_strategy(cluster)
     gpus = tf.config.list_logical_devices("GPU")
     if t.device == "gpu" and not gpus:
         raise NmtError("training.device is 'gpu' but TensorFlow sees no GPU")
@@ -87,8 +87,7 @@ def configure_tensorflow(cfg: Config, cluster: Cluster | None = None) -> tuple[s
     device = f"GPU ({len(gpus)} visible: {', '.join(g.name for g in gpus)})" if gpus else "CPU"
     device += ", mixed float16" if mixed else ", float32"
     if strategy.num_replicas_in_sync > 1:
-        multi = cluster is not None and cluster.kind == "multi_worker"
-        name = "MultiWorkerMirroredStrategy" if multi else type(strategy).__name__
+        name = "MultiWorkerMirroredStrategy" if cluster.kind == "multi_worker" else type(strategy).__name__
         device += f", {name} with {strategy.num_replicas_in_sync} replicas"
     return device, strategy
 

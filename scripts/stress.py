@@ -36,6 +36,8 @@ from pathlib import Path
 
 import yaml
 
+from nmt.checkpoints import checkpoint_values
+
 ROOT = Path(__file__).resolve().parent.parent
 NMT = [sys.executable, "-m", "nmt.cli"]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -73,14 +75,6 @@ def logged_step(log: Path) -> int:
         return 0
     steps = [int(line.split()[1].split("/")[0]) for line in log.read_text().splitlines() if line.startswith("step ")]
     return steps[-1] if steps else 0
-
-
-def checkpoint_values(prefix: str) -> dict:
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(prefix)
-    return {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
-            if not n.startswith(("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"))}
 
 
 # --------------------------------------------------------------------------- kills

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nmt.checkpoints import checkpoint_values
 from nmt.config import config_from_dict
 from nmt.training import train
 from tests.conftest import invoke, tiny_config, write_config
@@ -45,14 +46,6 @@ def start_and_stop(cmd: list[str], log: Path, after_step: int, sig: int, delay: 
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err, step
-
-
-def checkpoint_values(prefix: str) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(prefix)
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if not name.startswith(("_CHECKPOINTABLE_OBJECT_GRAPH", "save_counter"))}
 
 
 def test_killed_and_signalled_runs_resume_to_the_same_weights(corpus_dir, prepared, tmp_path):
