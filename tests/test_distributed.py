@@ -76,3 +76,22 @@ def test_two_workers_match_one_process_with_the_same_global_batch(corpus_dir, pr
     assert r.exit_code == 0, r.output
     assert len(r.stdout.splitlines()) == 2
     assert not list(private.glob("nmt-worker*")), "the non-chief worker left its directory behind"
+
+
+def test_multi_worker_without_a_usable_tf_config_is_one_error(corpus_dir, prepared, tmp_path, monkeypatch):
+    cfg = tiny_config(corpus_dir, training={"run_dir": str(tmp_path / "r"), "distribution": "multi_worker"})
+    path = str(write_config(tmp_path / "mw.yaml", cfg))
+    cases = [(None, "TF_CONFIG is not set"), ("{not json", "TF_CONFIG: expected"),
+             ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+              "TF_CONFIG: task worker 3 is not in the cluster"),
+             ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "ps", "index": 0}}',
+              "TF_CONFIG: task type 'ps' is not chief or worker")]
+    for value, fragment in cases:
+        if value is None:
+            monkeypatch.delenv("TF_CONFIG", raising=False)
+        else:
+            monkeypatch.setenv("TF_CONFIG", value)
+        r = invoke("train", "--config", path)
+        err = r.stderr.strip()
+        assert r.exit_code == 2 and len(err.splitlines()) == 1 and fragment in err, err
+    assert not (tmp_path / "r").exists()

@@ -172,3 +172,18 @@ def test_prepare_on_a_hostile_corpus_counts_every_repair(tmp_path):
     (tmp_path / "mac.tsv").write_bytes(b"\r".join(b"a %d\tb %d" % (i, i) for i in range(50)))
     r = invoke("prepare", "--tsv", str(tmp_path / "mac.tsv"), "--out", str(tmp_path / "out3"))
     assert r.exit_code == 2 and "lines end with CR alone" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_vocabulary_too_small_for_the_characters_is_one_readable_error(tmp_path):
+    from tests.conftest import invoke
+
+    chars = [chr(0x4E00 + i) for i in range(200)]
+    rows = ["".join(chars[(i * 7 + k) % 200] for k in range(5)) + f"\tb {i}" for i in range(100)]
+    (tmp_path / "cjk.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    r = invoke("prepare", "--tsv", str(tmp_path / "cjk.tsv"), "--out", str(tmp_path / "out"), "--vocab-size", "40",
+               "--set", "data.dev_size=5", "--set", "data.test_size=5")
+    err = r.stderr.strip()
+    assert r.exit_code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: data.sentencepiece.vocab_size=40 is smaller than the ") and \
+        "characters the corpus needs" in err, err
+    assert not (tmp_path / "out").exists()

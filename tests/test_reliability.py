@@ -116,6 +116,20 @@ def test_damaged_foreign_and_missing_files(trained_run, corpus_dir, prepared, tm
     assert any("ckpt-70_temp, left by an interrupted save" in line for line in logs)
     assert result.step == 62 and not (run / "checkpoints" / "ckpt-70_temp").exists()
 
+    # every checkpoint damaged: resume has nothing to fall back to
+    for f in run.glob("checkpoints/ckpt-*.data-*"):
+        f.write_bytes(b"")
+    r = invoke("train", "--config", str(write_config(tmp_path / "resume.yaml", cfg)), "--resume")
+    last_line = r.stderr.strip().splitlines()[-1]  # train logs its progress on stderr before it
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert last_line.startswith("error: cannot resume: no readable checkpoint in") and "is damaged" in last_line
+
+    # a state file naming a checkpoint whose files are gone
+    for f in run.glob("checkpoints/ckpt-62.*"):
+        f.unlink()
+    one_line_error(invoke("translate", "--model", str(run), "--checkpoint", "last", input="hi\n"),
+                   2, "checkpoints/checkpoint: names ckpt-62, whose files are missing")
+
     # a checkpoint state file that is not one
     (run / "checkpoints" / "checkpoint").write_text("garbage\n")
     one_line_error(invoke("translate", "--model", str(run), "--checkpoint", "last", input="hi\n"),
@@ -201,6 +215,11 @@ def test_translate_stops_quietly_when_the_reader_goes_away(trained_run):
                           input=lines, capture_output=True, text=True, timeout=300, executable="/bin/bash")
     assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2
     assert proc.stderr == "", proc.stderr
+    # standard output on a full device: one error line naming it
+    proc = subprocess.run(f'{" ".join(NMT)} translate --model "{trained_run}" > /dev/full', shell=True, env=ENV,
+                          input=lines, capture_output=True, text=True, timeout=300, executable="/bin/bash")
+    assert proc.returncode == 1 and proc.stderr.strip() == \
+        "error: standard output: cannot write (No space left on device)", proc.stderr
 
 
 def test_translate_to_a_full_device_is_one_error(trained_run):
