@@ -21,6 +21,7 @@ _LAZY = {
     "train": "nmt.training",
     "Translator": "nmt.translate",
     "translate_lines": "nmt.translate",
+    "export_model": "nmt.export",
     "score": "nmt.metrics",
     "NmtError": "nmt.errors",
     "InputError": "nmt.errors",

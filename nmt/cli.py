@@ -250,6 +250,31 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
         click.echo(f"warning: {stats.invalid_utf8} line(s) had invalid UTF-8 (replaced with U+FFFD)", err=True)
 
 
+# --------------------------------------------------------------------------- export
+@main.command()
+@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="SavedModel directory to write")
+@click.option("--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path")
+@click.option("--beam", type=click.IntRange(1, 64), help="beam size (1: greedy; default: the run's decoding.beam_size)")
+@click.option("--overwrite", is_flag=True, help="replace an existing output directory")
+@handle_errors
+def export(run_dir, out_dir, checkpoint, beam, overwrite) -> None:
+    """Export a trained model as a SavedModel that translates raw text.
+
+    Normalisation, SentencePiece and decoding run inside the graph: the consumer needs
+    TensorFlow and tensorflow-text, not nmt. See README.txt in the export directory.
+
+    \b
+    Example:
+      nmt export --model runs/quickstart_en_fr --out exported/en_fr --beam 5
+    """
+    import_tensorflow()
+    from nmt.export import SIGNATURE, export_model
+
+    out = export_model(run_dir, out_dir, checkpoint=checkpoint, beam=beam, overwrite=overwrite)
+    click.echo(f"exported {out} (signature {SIGNATURE!r}: text -> translations, scores; see {out / 'README.txt'})")
+
+
 # --------------------------------------------------------------------------- eval
 def _read_text(path: str) -> list[str]:
     p = Path(path)

@@ -162,6 +162,12 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``path`` when the block succeeds.
@@ -176,6 +182,7 @@ def atomic_directory(path: str | Path, overwrite: bool = False) -> Iterator[Path
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
     try:
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the result gets a normal directory's mode
         yield tmp
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

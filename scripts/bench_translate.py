@@ -6,6 +6,10 @@ Figures (one JSON line each): sentences/s and target tokens/s for greedy and bea
 sentence at a time by a Python loop that calls the Keras layers once per step (the seed
 example's approach, without even its ``model.predict`` overhead), run on the first
 ``--baseline-sentences`` lines; its outputs are checked against the compiled greedy decoder.
+With tensorflow-text installed, the run is also exported (``nmt export``) for each beam size
+and the SavedModel's serving signature is timed on the same lines, sent in batches of
+``decoding.batch_size`` in file order and in the batches ``nmt translate`` makes (sorted by
+source pieces); its outputs are compared with ``nmt translate``'s.
 
     python scripts/bench_translate.py --model runs/multi30k_en_de --src ../shared/data/multi30k/test2016.en
     python scripts/bench_translate.py --quick      # trains a tiny model on the bundled sample first (< 1 minute)
@@ -96,7 +100,7 @@ def main() -> None:
     load = time.perf_counter() - start
     common = {"bench": "translate", "run": str(run_dir), "sentences": len(lines), "quick": args.quick,
               **machine(), "load_seconds": round(load, 2)}
-    greedy_rate = None
+    greedy_rate, reference = None, {}
     for beam in args.beams:
         translator.translate(lines[:64], beam=beam)  # trace once (a compiled function per beam size)
         times, tokens = [], 0
@@ -106,6 +110,7 @@ def main() -> None:
             times.append(time.perf_counter() - start)
             tokens = sum(t.tokens + 1 for t in result)  # + EOS
         secs = statistics.median(times)
+        reference[beam] = (secs, [t.text for t in result])
         rate = len(lines) / secs
         if beam == 1:
             greedy_rate = rate
@@ -125,6 +130,50 @@ def main() -> None:
                       "sentences": len(subset), "sentences_per_second": round(rate, 2),
                       "outputs_equal_to_compiled_greedy": f"{same}/{len(subset)}",
                       "speedup_of_nmt_greedy": round(greedy_rate / rate, 1) if greedy_rate else None}), flush=True)
+    bench_export(translator, lines, reference, args.repeats, Path(args.work), common)
+
+
+def bench_export(translator, lines: list[str], reference: dict, repeats: int, work: Path, common: dict) -> None:
+    """Time the exported SavedModel against ``nmt translate`` (one row per beam size and batch order)."""
+    try:
+        import tensorflow_text  # noqa: F401
+    except ImportError:
+        print(json.dumps({**common, "method": "exported SavedModel", "skipped": "tensorflow-text not installed"}))
+        return
+    import tensorflow as tf
+
+    from nmt.export import SIGNATURE, export_model
+    from nmt.normalize import normalize
+
+    batch_size = translator.decoding.batch_size
+
+    # nmt translate decodes in batches of sentences sorted by source pieces; the same batches here.
+    lengths = [len(ids) for ids in translator.src_vocab.encode([normalize(s, translator.config.data.lowercase)
+                                                                for s in lines])]
+    nmt_order = sorted(range(len(lines)), key=lambda i: lengths[i])
+    for beam, (nmt_secs, nmt_texts) in reference.items():
+        out = export_model(translator.run_dir, work / f"export_beam{beam}", beam=beam, overwrite=True)
+        serve = tf.saved_model.load(str(out)).signatures[SIGNATURE]
+        for order_name, order in (("file order", list(range(len(lines)))), ("nmt translate's order", nmt_order)):
+            batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+            serve(text=tf.constant([lines[i] for i in batches[0]]))  # warm-up
+            times = []
+            for _ in range(repeats):
+                texts = [""] * len(lines)
+                start = time.perf_counter()
+                for rows in batches:
+                    got = serve(text=tf.constant([lines[i] for i in rows]))["translations"].numpy()
+                    for i, t in zip(rows, got):
+                        texts[i] = t.decode("utf-8")
+                times.append(time.perf_counter() - start)
+            secs = statistics.median(times)
+            same = sum(a == b for a, b in zip(texts, nmt_texts))
+            print(json.dumps({**common, "method": f"exported SavedModel {'greedy' if beam == 1 else f'beam {beam}'}"
+                              f", batches of {batch_size} in {order_name}",
+                              "sentences_per_second": round(len(lines) / secs, 1),
+                              "ratio_to_nmt_translate": round(nmt_secs / secs, 2),
+                              "outputs_equal_to_nmt_translate": f"{same}/{len(lines)}",
+                              "seconds_all": [round(t, 2) for t in times]}), flush=True)
 
 
 if __name__ == "__main__":

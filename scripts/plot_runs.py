@@ -2,7 +2,8 @@
 """Plot dev BLEU against wall-clock minutes of training for one or more run directories.
 
     python scripts/plot_runs.py runs/m30k_post runs/m30k_feed --out docs/m30k_placements.png
-Prints one JSON line per run (its validations) and writes the PNG.
+Prints one JSON line per run (its validations) and writes the PNG. A run stopped and resumed
+later counts training time only (see :func:`training_minutes`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,27 @@ import json
 from pathlib import Path
 
 from nmt.plotting import plot_curves
+
+RESUME_GAP_SECONDS = 600
+
+
+def training_minutes(rows: list[dict]) -> list[float]:
+    """Minutes of training at each metrics row, counted from the first train row.
+
+    A gap of over ``RESUME_GAP_SECONDS`` between consecutive rows is a stop and a later
+    ``--resume``: it is not counted (nor the minute or so before the first row after it).
+    """
+    out, elapsed, previous = [], 0.0, None
+    first_train = next((r["time"] for r in rows if r["kind"] == "train"), None)
+    for r in rows:
+        if previous is None:
+            previous = first_train if first_train is not None else r["time"]
+        delta = r["time"] - previous
+        if 0 < delta <= RESUME_GAP_SECONDS:
+            elapsed += delta
+        previous = max(previous, r["time"])
+        out.append(elapsed / 60)
+    return out
 
 
 def main() -> None:
@@ -23,12 +45,8 @@ def main() -> None:
     series = {}
     for run in args.runs:
         rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
-        start = min(r["time"] for r in rows) if rows else 0.0
-        first_train = next((r for r in rows if r["kind"] == "train"), None)
-        if first_train is not None:  # the first log line is written after step 1: count from there
-            start = first_train["time"]
+        minutes = [round(m, 2) for m, r in zip(training_minutes(rows), rows) if r["kind"] == "valid"]
         valid = [r for r in rows if r["kind"] == "valid"]
-        minutes = [round((r["time"] - start) / 60, 2) for r in valid]
         bleu = [round(r["dev_bleu"], 2) for r in valid]
         series[Path(run).name] = (minutes, bleu)
         print(json.dumps({"run": run, "minutes": minutes, "dev_bleu": bleu, "steps": [r["step"] for r in valid]}))
