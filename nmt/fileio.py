@@ -217,6 +217,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the result gets a normal file's mode
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -248,6 +249,7 @@ def atomic_open_text(path: str | Path) -> Iterator[typing.TextIO]:
         return
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the result gets a normal file's mode
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             yield f

@@ -59,6 +59,9 @@ def test_exported_model_translates_like_nmt_translate(trained_run, tmp_path):
         result = invoke("export", "--model", str(trained_run), "--out", str(out), "--beam", str(beam))
         assert result.exit_code == 0, result.output
         assert {"saved_model.pb", "variables", "config.yaml", "README.txt"} <= {p.name for p in out.iterdir()}
+        umask = os.umask(0)
+        os.umask(umask)
+        assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not the private mode of a temp directory
         assert f"beam_size: {beam}" in (out / "config.yaml").read_text(encoding="utf-8")
         assert "serving_default" in (out / "README.txt").read_text(encoding="utf-8")
         translated = invoke("translate", "--model", str(trained_run), "--beam", str(beam), "--json",
