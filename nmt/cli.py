@@ -227,9 +227,9 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
         else:
             source = sys.stdin.buffer
         if output_path:
-            from nmt.fileio import atomic_open_text
+            from nmt.fileio import atomic_open
 
-            sink = stack.enter_context(atomic_open_text(output_path))
+            sink = stack.enter_context(atomic_open(output_path))
         else:
             sink = sys.stdout
         chunk = 1 if source.isatty() else 256

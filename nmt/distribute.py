@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,23 @@ def read_cluster(kind: str) -> Cluster:
     if count == 0 or index >= count:
         raise InputError(f"TF_CONFIG: task {task_type} {task_index} is not in the cluster")
     return Cluster(kind, index, count)
+
+
+def localhost_tf_configs(num_workers: int) -> list[str]:
+    """``TF_CONFIG`` values for ``num_workers`` workers on this machine, on free ports (worker i: item i).
+
+    For trying ``multi_worker`` on one machine (the tests, ``scripts/bench_distributed.py``).
+    """
+    sockets = [socket.socket() for _ in range(num_workers)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        workers = [f"127.0.0.1:{s.getsockname()[1]}" for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+    return [json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+            for i in range(num_workers)]
 
 
 def make_strategy(cluster: Cluster) -> Any:

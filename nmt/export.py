@@ -21,9 +21,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import tensorflow as tf
+
 from nmt import __version__
 from nmt.config import Config, DecodingConfig, dump_config
+from nmt.decoding import beam_search, greedy_decode, max_output_lengths
 from nmt.errors import InputError
+from nmt.model.seq2seq import Seq2Seq
 from nmt.vocab import EOS_ID, PAD_ID
 
 SIGNATURE = "serving_default"
@@ -45,8 +49,6 @@ def normalize_in_graph(text: Any, lowercase: bool) -> Any:
     of spaces collapse with the ends stripped. Python and RE2/ICU may disagree on characters
     newer than either's Unicode tables, and on the few whose lowercase is longer (U+0130).
     """
-    import tensorflow as tf
-
     tft = _import_tensorflow_text()
     text = tf.strings.unicode_transcode(text, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD)
     text = tft.normalize_utf8(text, "NFKC")
@@ -58,48 +60,44 @@ def normalize_in_graph(text: Any, lowercase: bool) -> Any:
     return tf.strings.regex_replace(text, "^ | $", "")
 
 
-def _make_module(model: Any, src_proto: bytes, tgt_proto: bytes, config: Config, decoding: DecodingConfig) -> Any:
-    """A ``tf.Module`` holding the model, both tokenizers and the compiled ``translate`` function."""
-    import tensorflow as tf
+class TranslationModule(tf.Module):
+    """The exported object: the model, both SentencePiece tokenizers and the compiled ``translate``."""
 
-    from nmt.decoding import beam_search, greedy_decode, max_output_lengths
+    def __init__(self, model: Seq2Seq, src_proto: bytes, tgt_proto: bytes, lowercase: bool,
+                 decoding: DecodingConfig) -> None:
+        super().__init__(name="nmt_translation")
+        tft = _import_tensorflow_text()
+        self.model = model
+        self.src_tokenizer = tft.SentencepieceTokenizer(model=src_proto)
+        self.tgt_tokenizer = tft.SentencepieceTokenizer(model=tgt_proto)
+        self.lowercase, self.decoding = lowercase, decoding
 
-    tft = _import_tensorflow_text()
-
-    class TranslationModule(tf.Module):
-        def __init__(self) -> None:
-            super().__init__(name="nmt_translation")
-            self.model = model
-            self.src_tokenizer = tft.SentencepieceTokenizer(model=src_proto)
-            self.tgt_tokenizer = tft.SentencepieceTokenizer(model=tgt_proto)
-
-        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
-        def translate(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
-            """Translate a batch of raw source strings."""
-            batch = tf.shape(text)[0]
-            # An empty batch decodes one empty string (the GRU cannot stack zero rows); sliced off below.
-            text = tf.cond(batch > 0, lambda: text, lambda: tf.constant([""]))
-            normalised = normalize_in_graph(text, config.data.lowercase)
-            empty = tf.equal(normalised, "")
-            ids = self.src_tokenizer.tokenize(normalised)[:, :decoding.max_source_pieces]
-            lengths = tf.cast(ids.row_lengths(), tf.int32)
-            eos = tf.RaggedTensor.from_tensor(tf.fill([tf.shape(text)[0], 1], EOS_ID))
-            src = tf.concat([tf.cast(ids, tf.int32), eos], axis=1).to_tensor(PAD_ID)
-            max_lengths = max_output_lengths(lengths, decoding)
-            if decoding.beam_size == 1:
-                tokens, _, scores, _ = greedy_decode(self.model, src, max_lengths, min_length=decoding.min_length)
-            else:
-                tokens, _, scores, _ = beam_search(self.model, src, max_lengths, decoding.beam_size,
-                                                   decoding.length_penalty, min_length=decoding.min_length)
-                tokens, scores = tokens[:, 0], scores[:, 0]
-            # As nmt.decoding.strip and Vocab.decode: up to the first EOS or PAD, special ids dropped.
-            before_end = tf.math.cumprod(tf.cast((tokens != EOS_ID) & (tokens != PAD_ID), tf.int32), axis=1) > 0
-            pieces = tf.ragged.boolean_mask(tokens, before_end & (tokens > EOS_ID))
-            texts = self.tgt_tokenizer.detokenize(pieces)
-            return {"translations": tf.where(empty, "", texts)[:batch],
-                    "scores": tf.where(empty, 0.0, scores)[:batch]}
-
-    return TranslationModule()
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def translate(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Translate a batch of raw source strings: ``{"translations": [B] string, "scores": [B] float32}``."""
+        d = self.decoding
+        batch = tf.shape(text)[0]
+        # An empty batch decodes one empty string (the GRU cannot stack zero rows); sliced off below.
+        text = tf.cond(batch > 0, lambda: text, lambda: tf.constant([""]))
+        normalised = normalize_in_graph(text, self.lowercase)
+        empty = tf.equal(normalised, "")
+        ids = self.src_tokenizer.tokenize(normalised)[:, :d.max_source_pieces]
+        lengths = tf.cast(ids.row_lengths(), tf.int32)
+        eos = tf.RaggedTensor.from_tensor(tf.fill([tf.shape(text)[0], 1], EOS_ID))
+        src = tf.concat([tf.cast(ids, tf.int32), eos], axis=1).to_tensor(PAD_ID)
+        max_lengths = max_output_lengths(lengths, d)
+        if d.beam_size == 1:
+            tokens, _, scores, _ = greedy_decode(self.model, src, max_lengths, min_length=d.min_length)
+        else:
+            tokens, _, scores, _ = beam_search(self.model, src, max_lengths, d.beam_size, d.length_penalty,
+                                               min_length=d.min_length)
+            tokens, scores = tokens[:, 0], scores[:, 0]
+        # As nmt.decoding.strip and Vocab.decode: up to the first EOS or PAD, special ids dropped.
+        before_end = tf.math.cumprod(tf.cast((tokens != EOS_ID) & (tokens != PAD_ID), tf.int32), axis=1) > 0
+        pieces = tf.ragged.boolean_mask(tokens, before_end & (tokens > EOS_ID))
+        texts = self.tgt_tokenizer.detokenize(pieces)
+        return {"translations": tf.where(empty, "", texts)[:batch],
+                "scores": tf.where(empty, 0.0, scores)[:batch]}
 
 
 def _readme(run_dir: Path, checkpoint: str, config: Config, decoding: DecodingConfig) -> str:
@@ -148,20 +146,18 @@ def export_model(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "be
     ``decoding.beam_size`` (1: greedy). The directory appears whole or not at all; an existing
     ``out_dir`` is refused unless ``overwrite``. Returns the export directory.
     """
-    import tensorflow as tf
-
     from nmt.fileio import atomic_directory
     from nmt.translate import Translator
 
     out = Path(out_dir)
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite:  # refused before the model loads (atomic_directory checks again)
         raise InputError(f"{out}: already exists (use --overwrite to replace it)")
     _import_tensorflow_text()
     translator = Translator(run_dir, checkpoint, beam_size=beam)
     decoding = translator.decoding
     config = replace(translator.config, decoding=decoding)
-    module = _make_module(translator.model, translator.src_vocab.proto, translator.tgt_vocab.proto, config,
-                          decoding)
+    module = TranslationModule(translator.model, translator.src_vocab.proto, translator.tgt_vocab.proto,
+                               config.data.lowercase, decoding)
     signature = module.translate.get_concrete_function()
     with atomic_directory(out, overwrite=overwrite) as tmp:
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: signature})

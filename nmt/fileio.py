@@ -205,44 +205,19 @@ def _is_special(dest: Path) -> bool:
     return dest.exists() and not dest.is_file()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename (directly to a FIFO or device)."""
-    dest = Path(path)
-    if _is_special(dest):
-        try:
-            with open(dest, "wb") as f:
-                f.write(data)
-        except OSError as exc:
-            raise NmtError(f"{dest}: cannot write ({exc.strerror or exc})") from None
-        return
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
-    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the result gets a normal file's mode
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise NmtError(f"{dest}: cannot write ({exc.strerror or exc})") from None
-        raise
-
-
 @contextlib.contextmanager
-def atomic_open_text(path: str | Path) -> Iterator[typing.TextIO]:
-    """Open a text file for streaming writes that appears at ``path`` only when complete.
+def atomic_open(path: str | Path, mode: str = "w") -> Iterator[typing.IO]:
+    """Open a file for streaming writes (``mode`` ``w``: UTF-8 text, ``wb``: bytes) that appears at
+    ``path`` only when complete.
 
     A FIFO or device (``/dev/stdout``) cannot be renamed onto, so it is written directly. A
     failed write (a full disk) removes the partial file and raises :class:`NmtError`.
     """
+    encoding = None if "b" in mode else "utf-8"
     dest = Path(path)
     if _is_special(dest):
         try:
-            with open(dest, "w", encoding="utf-8") as f:
+            with open(dest, mode, encoding=encoding) as f:
                 yield f
         except OSError as exc:
             raise NmtError(f"{dest}: cannot write ({exc.strerror or exc})") from None
@@ -251,7 +226,7 @@ def atomic_open_text(path: str | Path) -> Iterator[typing.TextIO]:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it private; the result gets a normal file's mode
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -262,6 +237,12 @@ def atomic_open_text(path: str | Path) -> Iterator[typing.TextIO]:
         if isinstance(exc, OSError) and not isinstance(exc, BrokenPipeError):
             raise NmtError(f"{dest}: cannot write ({exc.strerror or exc}); nothing was written") from None
         raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename (directly to a FIFO or device)."""
+    with atomic_open(path, "wb") as f:
+        f.write(data)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -26,17 +25,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from stress import ENV, NMT, ROOT, setup  # noqa: E402
 
+from nmt.distribute import localhost_tf_configs  # noqa: E402
 from nmt.sysinfo import machine  # noqa: E402
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def last_step_line(log: Path) -> dict:
@@ -53,13 +43,12 @@ def run(cfg: dict, work: Path, name: str, workers: int, threads: int) -> dict:
                                "distribution": "multi_worker" if workers > 1 else "none"}}
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    ports = free_ports(workers)
+    tf_configs = localhost_tf_configs(workers)
     procs = []
     for i in range(workers):
         env = dict(ENV)
         if workers > 1:
-            env["TF_CONFIG"] = json.dumps({"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                                           "task": {"type": "worker", "index": i}})
+            env["TF_CONFIG"] = tf_configs[i]
         procs.append(subprocess.Popen([*NMT, "train", "--config", str(path), "--overwrite"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     errors = [p.communicate(timeout=600)[1] for p in procs]

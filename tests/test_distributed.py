@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,18 +11,9 @@ import time
 import pytest
 
 from nmt.config import config_from_dict
+from nmt.distribute import localhost_tf_configs
 from nmt.training import train
 from tests.conftest import invoke, tiny_config, write_config
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def train_rows(run_dir) -> list[dict]:
@@ -38,14 +28,12 @@ def test_two_workers_match_one_process_with_the_same_global_batch(corpus_dir, pr
     cfg = tiny_config(corpus_dir, model=model, training={"run_dir": str(tmp_path / "multi"), **opts,
                                                          "distribution": "multi_worker"})
     path = write_config(tmp_path / "multi.yaml", cfg)
-    ports = free_ports(2)
+    tf_configs = localhost_tf_configs(2)
     private = tmp_path / "tmp"  # where the non-chief worker keeps its own checkpoints
     private.mkdir()
     procs = []
     for index in range(2):
-        tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-                     "task": {"type": "worker", "index": index}}
-        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": json.dumps(tf_config), "TMPDIR": str(private)}
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_CONFIG": tf_configs[index], "TMPDIR": str(private)}
         procs.append(subprocess.Popen([sys.executable, "-m", "nmt.cli", "train", "--config", str(path)], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     deadline = time.time() + 180
