@@ -144,3 +144,12 @@ def test_graph_normalisation_equals_python_normalisation_for_every_character():
             # TensorFlow's case tables predate Python 3.11's: 40 capitals added in Unicode 14 stay upper case.
             assert len(differ) <= 40
             assert all(g == t and unicodedata.category(t[1]) == "Lu" for t, g in differ)
+
+
+def test_export_without_tensorflow_text_is_one_error(trained_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow_text", None)  # makes `import tensorflow_text` fail
+    out = tmp_path / "export"
+    result = invoke("export", "--model", str(trained_run), "--out", str(out))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: nmt export needs the tensorflow-text package: pip install 'nmt[export]'"
+    assert not out.exists()
