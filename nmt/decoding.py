@@ -71,10 +71,11 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     scores = tf.zeros([batch], tf.float32)
     tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     attn = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
+    by_column = model.projection.weights_by_column()
 
     def body(t, y, state, finished, lengths, scores, tokens, attn):
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
-        log_probs = _block_eos_before(t, min_length, tf.nn.log_softmax(model.logits(hidden)))
+        log_probs = _block_eos_before(t, min_length, tf.nn.log_softmax(model.logits(hidden, by_column)))
         y_new = tf.argmax(log_probs, -1, output_type=tf.int32)
         # The last allowed step emits EOS so every output ends properly.
         y_new = tf.where(t + 1 >= max_lengths, EOS_ID, y_new)
@@ -126,12 +127,13 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     attn = tf.zeros([batch, k, 0, src_len], tf.float32)
     y = tf.fill([batch * k], BOS_ID)
     vocab = model.projection.vocab_size
+    by_column = model.projection.weights_by_column()
     # Log-probabilities that keep a finished hypothesis as it is: 0 for PAD, -inf elsewhere.
     frozen = tf.concat([tf.zeros([1]), tf.fill([vocab - 1], _NEG_INF)], 0)
 
     def body(t, y, state, scores, finished, lengths, seqs, attn):
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
-        log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden)), [batch, k, vocab])
+        log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden, by_column)), [batch, k, vocab])
         log_probs = _block_eos_before(t, min_length, log_probs)
         force_eos = (t + 1 >= limits)[:, :, None]
         eos_only = tf.one_hot(EOS_ID, vocab, on_value=0.0, off_value=_NEG_INF)

@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from nmt.model.attention import BahdanauAttention
+from nmt.model.gru import cudnn_available, fused_gru
 from nmt.model.ops import matmul_last
 
 
@@ -50,7 +51,10 @@ class PostAttentionDecoder(_DecoderBase):
              state: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Teacher-forced pass: ``(attentional hidden [B, T, A], attention weights [B, T, S])``."""
         x = self.dropout(self.embedding(tgt_in), training=training)
-        outputs, _ = self.rnn(x, initial_state=state, training=training)
+        if self.rnn.built and not cudnn_available():  # the same weights through the fused CPU loop
+            outputs, _ = fused_gru(self.rnn, x, initial_state=state, training=training)
+        else:
+            outputs, _ = self.rnn(x, initial_state=state, training=training)
         context, weights = self.attention(outputs, keys, memory, memory_mask)
         hidden = self.attentional(tf.concat([outputs, context], -1))
         return self.dropout(hidden, training=training), weights

@@ -1,13 +1,17 @@
 """The encoder: embeddings, stacked bidirectional GRUs and the bridge to the decoder state.
 
 The GRUs are plain ``keras.layers.GRU`` with the cuDNN-compatible defaults (``reset_after=True``,
-tanh/sigmoid, no recurrent dropout), so Keras runs the fused cuDNN kernel on GPUs.
+tanh/sigmoid, no recurrent dropout), so Keras runs the fused cuDNN kernel on GPUs; on CPUs the
+same weights run through :func:`nmt.model.gru.fused_gru`. Sentences are right-padded: each
+direction stops at the sentence's last real piece, whatever the padding.
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+from nmt.model.gru import cudnn_available, fused_gru
 
 
 @keras.saving.register_keras_serializable("nmt")
@@ -31,8 +35,16 @@ class Encoder(keras.layers.Layer):
         """Encode ids [B, S] (0 = padding) into ``(memory [B, S, 2U], mask [B, S], state [B, D])``."""
         mask = tf.not_equal(src, 0)
         x = self.dropout(self.embedding(src), training=training)
+        fused = not cudnn_available()
+        lengths = tf.reduce_sum(tf.cast(mask, tf.int32), 1)
         for i in range(self.num_layers):
-            x, fw, bw = getattr(self, f"bigru_{i}")(x, mask=mask, training=training)
+            layer = getattr(self, f"bigru_{i}")
+            if fused and layer.built:  # the same weights through the fused CPU loop (nmt.model.gru)
+                x_fw, fw = fused_gru(layer.forward_layer, x, lengths=lengths, training=training)
+                x_bw, bw = fused_gru(layer.backward_layer, x, lengths=lengths, reverse=True, training=training)
+                x = tf.concat([x_fw, x_bw], -1)
+            else:
+                x, fw, bw = layer(x, mask=mask, training=training)
             x = self.dropout(x, training=training)
         state = self.bridge(tf.concat([fw, bw], -1))
         return x, mask, state

@@ -37,10 +37,21 @@ class OutputProjection(keras.layers.Layer):
         """The projection as a [vocab, hidden] matrix (rows are gathered by the sampled loss)."""
         return self.tied_embedding.embeddings if self.tied_embedding is not None else self.kernel
 
-    def call(self, hidden: tf.Tensor) -> tf.Tensor:
-        """Logits [..., V] in float32."""
-        logits = matmul_last(hidden, tf.cast(self.weights_by_row(), hidden.dtype), transpose_b=True)
-        return tf.cast(logits, tf.float32) + self.bias
+    def weights_by_column(self) -> tf.Tensor:
+        """The projection as a [hidden, vocab] matrix: a transpose made once per decoded batch.
+
+        A decoding step multiplies only a few rows ([B, H]); there ``matmul(transpose_b=True)``
+        on the [vocab, hidden] kernel measured 2.3x slower than a plain matmul on this copy.
+        """
+        return tf.transpose(self.weights_by_row())
+
+    def call(self, hidden: tf.Tensor, by_column: tf.Tensor | None = None) -> tf.Tensor:
+        """Logits [..., V] in float32; ``by_column`` is :meth:`weights_by_column`, if made already."""
+        if by_column is None:
+            logits = matmul_last(hidden, tf.cast(self.weights_by_row(), hidden.dtype), transpose_b=True)
+        else:
+            logits = matmul_last(hidden, tf.cast(by_column, hidden.dtype))
+        return tf.cast(logits, tf.float32) + tf.cast(self.bias, tf.float32)  # autocast makes the bias 16-bit
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size}
@@ -94,9 +105,9 @@ class Seq2Seq(keras.Model):
         memory, keys, mask, state = self.encode(src, training=training)
         return self.decoder(tgt_in, memory, keys, mask, state, training=training)
 
-    def logits(self, hidden: tf.Tensor) -> tf.Tensor:
-        """Full-vocabulary logits (float32) of attentional hidden states."""
-        return self.projection(hidden)
+    def logits(self, hidden: tf.Tensor, by_column: tf.Tensor | None = None) -> tf.Tensor:
+        """Full-vocabulary logits (float32) of attentional hidden states (see :class:`OutputProjection`)."""
+        return self.projection(hidden, by_column)
 
     def get_config(self) -> dict:
         return dict(self.settings)

@@ -1,0 +1,132 @@
+"""A fused GRU recurrence for CPUs, with a hand-written backward pass.
+
+``keras.layers.GRU`` runs cuDNN's fused kernel on GPUs, but on CPUs it falls back to a generic
+step loop that multiplies the input by the input kernel at every step and leaves the backward
+pass to automatic differentiation of the loop (four small matmuls per step, the weight
+gradients accumulated step by step). :func:`gru_sequence` computes the same GRU
+(``reset_after=True``, the cuDNN form Keras uses) the way cuDNN does:
+
+- the input projection of all steps is one large matmul, made by the caller;
+- the loop does one small matmul per step forward (``h @ R``) and one backward (``dR_t @ R^T``);
+- the recurrent-weight gradient is one large matmul over all steps after the loop.
+
+The weights stay in the Keras layers (checkpoints, ``get_config`` and the GPU path are
+unchanged); the encoder and decoder call the Keras layers (cuDNN) where a GPU is visible and
+:func:`fused_gru` otherwise. The tests check outputs and gradients against ``keras.layers.GRU``.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from nmt.model.ops import matmul_last
+
+
+def _forward(x_proj: tf.Tensor, h0: tf.Tensor, rk: tf.Tensor, rb: tf.Tensor, masks: tf.Tensor | None,
+             record: bool) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+    """The forward loop: ``(outputs [T, B, U], last state, [z, r, candidate, h @ R_h + b] per step if record)``."""
+    units = h0.shape[-1]
+    steps = tf.shape(x_proj)[0]
+    arrays = [tf.TensorArray(x_proj.dtype, size=steps) for _ in range(5 if record else 1)]
+
+    def step(t, h, arrays):
+        x = x_proj[t]
+        hr = tf.matmul(h, rk) + rb
+        z = tf.sigmoid(x[:, :units] + hr[:, :units])
+        r = tf.sigmoid(x[:, units:2 * units] + hr[:, units:2 * units])
+        hr_h = hr[:, 2 * units:]
+        cand = tf.tanh(x[:, 2 * units:] + r * hr_h)
+        h_new = cand + z * (h - cand)
+        if masks is not None:
+            h_new = h + masks[t] * (h_new - h)
+        values = [h_new, z, r, cand, hr_h] if record else [h_new]
+        return t + 1, h_new, [a.write(t, v) for a, v in zip(arrays, values)]
+
+    _, h_last, arrays = tf.while_loop(lambda t, *_: t < steps, step, (0, h0, arrays),
+                                      maximum_iterations=steps)  # a bound XLA needs
+    stacked = [a.stack() for a in arrays]
+    return stacked[0], h_last, stacked[1:]
+
+
+def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, recurrent_bias: tf.Tensor,
+                 mask: tf.Tensor | None = None, training: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+    """Run a GRU over time-major projected inputs; returns ``(outputs [T, B, U], final state [B, U])``.
+
+    ``x_proj`` [T, B, 3U] is ``x @ kernel + input bias`` (gates in Keras' order z, r, h);
+    ``h0`` [B, U]; ``recurrent_kernel`` [U, 3U]; ``recurrent_bias`` [3U]; ``mask`` [T, B]
+    (1 = real step, 0 = padding; where 0 the state is carried over unchanged) or None.
+    With ``training`` the loop keeps what the hand-written gradient needs; without, it is a
+    plain forward loop (what decoding and a SavedModel use).
+    """
+    dtype = x_proj.dtype
+    h0, recurrent_kernel, recurrent_bias = (tf.cast(a, dtype) for a in (h0, recurrent_kernel, recurrent_bias))
+    masks = None if mask is None else tf.cast(mask, dtype)[:, :, None]
+    if not training:
+        outputs, h_last, _ = _forward(x_proj, h0, recurrent_kernel, recurrent_bias, masks, record=False)
+        return outputs, h_last
+
+    @tf.custom_gradient
+    def run(x_proj, h0, rk, rb):
+        units = h0.shape[-1]
+        steps = tf.shape(x_proj)[0]
+        outputs, h_last, (z_all, r_all, cand_all, hr_h_all) = _forward(x_proj, h0, rk, rb, masks, record=True)
+
+        def grad(d_outputs, d_last):
+            h_prev = tf.concat([h0[None], outputs[:-1]], 0)
+            rk_t = tf.transpose(rk)  # a plain matmul beats transpose_b on few rows
+
+            def step(i, dh, d_x, d_hr):
+                t = steps - 1 - i
+                dh = dh + d_outputs[t]
+                if masks is not None:
+                    carried, dh = dh * (1.0 - masks[t]), dh * masks[t]
+                z, r, cand, hr_h = z_all[t], r_all[t], cand_all[t], hr_h_all[t]
+                d_cand = dh * (1.0 - z) * (1.0 - cand * cand)
+                d_z = dh * (h_prev[t] - cand) * z * (1.0 - z)
+                d_r = d_cand * hr_h * r * (1.0 - r)
+                d_hr_t = tf.concat([d_z, d_r, d_cand * r], -1)
+                dh_prev = dh * z + tf.matmul(d_hr_t, rk_t)
+                if masks is not None:
+                    dh_prev += carried
+                return i + 1, dh_prev, d_x.write(t, tf.concat([d_z, d_r, d_cand], -1)), d_hr.write(t, d_hr_t)
+
+            arrays = (tf.TensorArray(dtype, size=steps), tf.TensorArray(dtype, size=steps))
+            _, dh0, d_x, d_hr = tf.while_loop(lambda i, *_: i < steps, step, (0, d_last, *arrays),
+                                              maximum_iterations=steps)
+            h_prev, d_hr = tf.reshape(h_prev, [-1, units]), tf.reshape(d_hr.stack(), [-1, 3 * units])
+            return d_x.stack(), dh0, tf.matmul(h_prev, d_hr, transpose_a=True), tf.reduce_sum(d_hr, 0)
+
+        return (outputs, h_last), grad
+
+    return run(x_proj, h0, recurrent_kernel, recurrent_bias)
+
+
+def cudnn_available() -> bool:
+    """Whether Keras' GRU will run cuDNN (a GPU is visible); decided when a function is traced."""
+    return bool(tf.config.list_logical_devices("GPU"))
+
+
+def fused_gru(layer: keras.layers.GRU, x: tf.Tensor, initial_state: tf.Tensor | None = None,
+              lengths: tf.Tensor | None = None, reverse: bool = False,
+              training: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+    """The GRU of a built Keras ``layer`` over ``x`` [B, T, E] by :func:`gru_sequence`: ``(outputs [B, T, U], state)``.
+
+    ``lengths`` [B] marks right padding (the state stops at each sentence's end); ``reverse``
+    runs each sentence from its last real step to its first, as the backward half of a
+    bidirectional layer does (outputs stay aligned with ``x``).
+    """
+    cell = layer.cell
+    steps = tf.shape(x)[1]
+    if initial_state is None:
+        initial_state = tf.zeros([tf.shape(x)[0], layer.units], x.dtype)
+    if reverse:
+        x = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
+    x_proj = matmul_last(tf.transpose(x, [1, 0, 2]), tf.cast(cell.kernel, x.dtype)) + tf.cast(cell.bias[0], x.dtype)
+    mask = None if lengths is None else tf.transpose(tf.sequence_mask(lengths, steps))
+    outputs, state = gru_sequence(x_proj, initial_state, cell.recurrent_kernel, cell.bias[1], mask, training)
+    outputs = tf.transpose(outputs, [1, 0, 2])
+    if reverse:
+        outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)
+    return outputs, state
+
