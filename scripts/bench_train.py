@@ -5,7 +5,8 @@ reference model, against a plain TensorFlow/Keras step of the same shape, side b
 Reference model: bidirectional GRU 256 encoder, GRU 512 decoder, Bahdanau attention,
 embeddings 256, batch 64 sentences, Multi30k en-de. Each configuration trains
 ``--warmup + --steps`` steps; the figure is the median of the per-10-step tokens/s after the
-warm-up. One JSON line per figure.
+warm-up. One JSON line per figure. With the baseline, nmt also runs once with Keras' own CPU GRU
+loop instead of its fused one (toolkit ``nmt-keras-gru-loop``, post placement).
 
     python scripts/bench_train.py                       # V=8k and V=32k, full and sampled, post and feed
     python scripts/bench_train.py --vocab 8000 --steps 100
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdata import REFERENCE_MODEL, prepared_dir  # noqa: E402
 
 from nmt.config import config_from_dict  # noqa: E402
+from nmt.model import gru  # noqa: E402
 from nmt.sysinfo import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +41,23 @@ TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attentio
 
 
 def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
-              model: dict) -> dict:
+              model: dict, keras_gru: bool = False) -> dict:
+    """nmt's training loop; ``keras_gru`` runs the GRUs through keras.layers.GRU's own CPU loop
+    instead of nmt.model.gru's fused one (the same weights and maths), to show what the fused loop gains."""
+    from nmt.model import decoder, encoder
+
+    if keras_gru:  # the layers' "cuDNN path" is the Keras layer itself, which on a CPU runs Keras' loop
+        for module in (encoder, decoder):
+            module.cudnn_available = lambda: True
+    try:
+        return _bench_nmt(prep, work, placement, num_sampled, steps, warmup, model)
+    finally:
+        for module in (encoder, decoder):
+            module.cudnn_available = gru.cudnn_available
+
+
+def _bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
+               model: dict) -> dict:
     from nmt.training import Trainer
 
     run = work / f"run_{placement}_{num_sampled}"
@@ -145,6 +163,10 @@ def main() -> None:
                 for placement in args.placements:
                     r = bench_nmt(prep, Path(tmp), placement, num_sampled, steps, warmup, model)
                     print(json.dumps({**common, "toolkit": "nmt", "placement": placement, **r}), flush=True)
+                if not args.no_baseline and "post" in args.placements:
+                    r = bench_nmt(prep, Path(tmp), "post", num_sampled, steps, warmup, model, keras_gru=True)
+                    print(json.dumps({**common, "toolkit": "nmt-keras-gru-loop", "placement": "post", **r}),
+                          flush=True)
 
 
 if __name__ == "__main__":
