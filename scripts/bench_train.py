@@ -44,16 +44,13 @@ def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
               model: dict, keras_gru: bool = False) -> dict:
     """nmt's training loop; ``keras_gru`` runs the GRUs through keras.layers.GRU's own CPU loop
     instead of nmt.model.gru's fused one (the same weights and maths), to show what the fused loop gains."""
-    from nmt.model import decoder, encoder
-
+    fused_switch = gru.cudnn_available
     if keras_gru:  # the layers' "cuDNN path" is the Keras layer itself, which on a CPU runs Keras' loop
-        for module in (encoder, decoder):
-            module.cudnn_available = lambda: True
+        gru.cudnn_available = lambda: True
     try:
         return _bench_nmt(prep, work, placement, num_sampled, steps, warmup, model)
     finally:
-        for module in (encoder, decoder):
-            module.cudnn_available = gru.cudnn_available
+        gru.cudnn_available = fused_switch
 
 
 def _bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,

@@ -10,9 +10,7 @@ import tensorflow as tf
 
 from nmt.config import ModelConfig
 from nmt.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
-from nmt.model import BahdanauAttention, build_model
-from nmt.model import decoder as decoder_module
-from nmt.model import encoder as encoder_module
+from nmt.model import BahdanauAttention, build_model, gru
 
 MASK = tf.constant([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]]) > 0
 
@@ -64,8 +62,7 @@ def test_fused_gru_equals_keras_gru_in_outputs_and_gradients(monkeypatch):
     tgt = tf.constant([[2, 10, 11, 12], [2, 13, 14, 15], [2, 16, 0, 0]])
 
     def run(use_keras: bool):
-        monkeypatch.setattr(encoder_module, "cudnn_available", lambda: use_keras)
-        monkeypatch.setattr(decoder_module, "cudnn_available", lambda: use_keras)
+        monkeypatch.setattr(gru, "cudnn_available", lambda: use_keras)
 
         @tf.function
         def loss_and_grads(src, tgt):

@@ -15,8 +15,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from nmt.model import gru
 from nmt.model.attention import BahdanauAttention
-from nmt.model.gru import cudnn_available, fused_gru
 from nmt.model.ops import matmul_last
 
 
@@ -51,8 +51,8 @@ class PostAttentionDecoder(_DecoderBase):
              state: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Teacher-forced pass: ``(attentional hidden [B, T, A], attention weights [B, T, S])``."""
         x = self.dropout(self.embedding(tgt_in), training=training)
-        if self.rnn.built and not cudnn_available():  # the same weights through the fused CPU loop
-            outputs, _ = fused_gru(self.rnn, x, initial_state=state, training=training)
+        if self.rnn.built and not gru.cudnn_available():  # the same weights through the fused CPU loop
+            outputs, _ = gru.fused_gru(self.rnn, x, initial_state=state, training=training)
         else:
             outputs, _ = self.rnn(x, initial_state=state, training=training)
         context, weights = self.attention(outputs, keys, memory, memory_mask)
@@ -79,13 +79,8 @@ class FeedAttentionDecoder(_DecoderBase):
     def _cell_step(self, x_emb_proj: tf.Tensor, context: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
         """GRU update with the embedding part of the input projection precomputed."""
         c = self.cell
-        units = self.units
         x = x_emb_proj + tf.matmul(context, c.kernel[self.embedding_dim:])
-        hr = tf.matmul(h, c.recurrent_kernel) + c.bias[1]
-        z = tf.sigmoid(x[:, :units] + hr[:, :units])
-        r = tf.sigmoid(x[:, units:2 * units] + hr[:, units:2 * units])
-        hh = tf.tanh(x[:, 2 * units:] + r * hr[:, 2 * units:])
-        return z * h + (1.0 - z) * hh
+        return gru.gru_update(x, tf.matmul(h, c.recurrent_kernel) + c.bias[1], h)[0]
 
     def _ensure_built(self, memory: tf.Tensor) -> None:
         if not self.cell.built:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nmt.model.gru import cudnn_available, fused_gru
+from nmt.model import gru
 
 
 @keras.saving.register_keras_serializable("nmt")
@@ -35,13 +35,13 @@ class Encoder(keras.layers.Layer):
         """Encode ids [B, S] (0 = padding) into ``(memory [B, S, 2U], mask [B, S], state [B, D])``."""
         mask = tf.not_equal(src, 0)
         x = self.dropout(self.embedding(src), training=training)
-        fused = not cudnn_available()
+        fused = not gru.cudnn_available()
         lengths = tf.reduce_sum(tf.cast(mask, tf.int32), 1)
         for i in range(self.num_layers):
             layer = getattr(self, f"bigru_{i}")
             if fused and layer.built:  # the same weights through the fused CPU loop (nmt.model.gru)
-                x_fw, fw = fused_gru(layer.forward_layer, x, lengths=lengths, training=training)
-                x_bw, bw = fused_gru(layer.backward_layer, x, lengths=lengths, reverse=True, training=training)
+                x_fw, fw = gru.fused_gru(layer.forward_layer, x, lengths=lengths, training=training)
+                x_bw, bw = gru.fused_gru(layer.backward_layer, x, lengths=lengths, reverse=True, training=training)
                 x = tf.concat([x_fw, x_bw], -1)
             else:
                 x, fw, bw = layer(x, mask=mask, training=training)

@@ -23,6 +23,19 @@ import tensorflow as tf
 from nmt.model.ops import matmul_last
 
 
+def gru_update(x_proj: tf.Tensor, hr: tf.Tensor, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """One GRU step from its two projections: ``x_proj = x @ kernel + input bias`` and
+    ``hr = h @ recurrent_kernel + recurrent bias`` (both [B, 3U], gates z, r, h).
+
+    Returns ``(new state, z, r, candidate)``, each [B, U].
+    """
+    units = h.shape[-1]
+    z = tf.sigmoid(x_proj[:, :units] + hr[:, :units])
+    r = tf.sigmoid(x_proj[:, units:2 * units] + hr[:, units:2 * units])
+    cand = tf.tanh(x_proj[:, 2 * units:] + r * hr[:, 2 * units:])
+    return cand + z * (h - cand), z, r, cand
+
+
 def _forward(x_proj: tf.Tensor, h0: tf.Tensor, rk: tf.Tensor, rb: tf.Tensor, masks: tf.Tensor | None,
              record: bool) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
     """The forward loop: ``(outputs [T, B, U], last state, [z, r, candidate, h @ R_h + b] per step if record)``."""
@@ -31,13 +44,9 @@ def _forward(x_proj: tf.Tensor, h0: tf.Tensor, rk: tf.Tensor, rb: tf.Tensor, mas
     arrays = [tf.TensorArray(x_proj.dtype, size=steps) for _ in range(5 if record else 1)]
 
     def step(t, h, arrays):
-        x = x_proj[t]
         hr = tf.matmul(h, rk) + rb
-        z = tf.sigmoid(x[:, :units] + hr[:, :units])
-        r = tf.sigmoid(x[:, units:2 * units] + hr[:, units:2 * units])
+        h_new, z, r, cand = gru_update(x_proj[t], hr, h)
         hr_h = hr[:, 2 * units:]
-        cand = tf.tanh(x[:, 2 * units:] + r * hr_h)
-        h_new = cand + z * (h - cand)
         if masks is not None:
             h_new = h + masks[t] * (h_new - h)
         values = [h_new, z, r, cand, hr_h] if record else [h_new]
@@ -103,7 +112,11 @@ def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, 
 
 
 def cudnn_available() -> bool:
-    """Whether Keras' GRU will run cuDNN (a GPU is visible); decided when a function is traced."""
+    """Whether Keras' GRU will run cuDNN (a GPU is visible); decided when a function is traced.
+
+    The encoder and decoder ask this (as ``gru.cudnn_available()``) to choose between the Keras
+    layer and :func:`fused_gru`: the one switch to patch to compare the two on a CPU.
+    """
     return bool(tf.config.list_logical_devices("GPU"))
 
 
