@@ -1,5 +1,6 @@
 """Model layers: attention masks and normalises, steps equal the full pass, the fused CPU GRU
-equals Keras' GRU, checkpoints round-trip every weight, and the sampled loss equals TensorFlow's."""
+equals Keras' GRU, checkpoints round-trip every weight, the sampled loss equals TensorFlow's
+and the fused Adam equals Keras' Adam."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import tensorflow as tf
 from nmt.config import ModelConfig
 from nmt.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
 from nmt.model import BahdanauAttention, build_model, gru
+from nmt.optimizers import FusedAdam
 
 MASK = tf.constant([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]]) > 0
 
@@ -115,12 +117,48 @@ def test_sampled_softmax_equals_tensorflow_with_accidental_hits_removed():
     assert int(tf.reduce_min(sampled)) >= 1  # padding is never drawn
 
 
-def test_full_softmax_label_smoothing_matches_keras():
-    logits = tf.random.normal([4, 3, 9])
+def test_full_softmax_loss_and_gradient_match_keras_with_and_without_label_smoothing():
+    logits = tf.random.normal([4, 3, 9]) * 3.0
     labels = tf.constant(np.random.default_rng(0).integers(0, 9, [4, 3]), tf.int32)
-    ours = full_softmax_loss(logits, labels, 0.1)
     keras_loss = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=0.1, reduction=None)
-    theirs = keras_loss(tf.one_hot(labels, 9), logits)
-    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5)
-    np.testing.assert_allclose(full_softmax_loss(logits, labels).numpy(),
-                               tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits).numpy(), rtol=1e-6)
+    for smoothing, reference in ((0.1, lambda x: keras_loss(tf.one_hot(labels, 9), x)),
+                                 (0.0, lambda x: tf.nn.sparse_softmax_cross_entropy_with_logits(labels, x))):
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(logits)
+            ours, theirs = full_softmax_loss(logits, labels, smoothing), reference(logits)
+            weight = tf.reshape(tf.range(12.0), [4, 3])  # a different upstream gradient per position
+            weighted_ours, weighted_theirs = tf.reduce_sum(ours * weight), tf.reduce_sum(theirs * weight)
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5)
+        np.testing.assert_allclose(tape.gradient(weighted_ours, logits).numpy(),
+                                   tape.gradient(weighted_theirs, logits).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def _adam_run(cls, init, grads) -> tuple[list[np.ndarray], set[str]]:
+    """Variables and slots after ``cls`` applied ``grads`` (the first sparse), and the op types it ran."""
+    variables = [keras.Variable(x) for x in init]
+    opt = cls(learning_rate=keras.optimizers.schedules.ExponentialDecay(0.05, 1, 0.9), global_clipnorm=1.0)
+    opt.build(variables)
+
+    @tf.function
+    def apply(dense, rows, values):  # the embedding-like variable gets sparse (IndexedSlices) gradients
+        opt.apply([tf.IndexedSlices(values, rows, tf.constant([20, 6])), dense], variables)
+
+    rows = tf.constant([1, 4, 4, 7])  # a repeated row: its slices are summed
+    for g in grads:
+        apply(tf.constant(g[1]), rows, tf.constant(g[0][:4]))
+    ops = {op.type for op in apply.get_concrete_function(tf.constant(g[1]), rows, tf.constant(g[0][:4]))
+           .graph.get_operations()}
+    return [v.numpy() for v in variables + opt._momentums + opt._velocities], ops
+
+
+def test_fused_adam_equals_keras_adam_with_clipping_and_sparse_gradients():
+    rng = np.random.default_rng(3)
+    init = [rng.normal(size=(20, 6)).astype(np.float32), rng.normal(size=(6,)).astype(np.float32)]
+    grads = [[rng.normal(size=(20, 6)).astype(np.float32) * 3.0, rng.normal(size=(6,)).astype(np.float32)]
+             for _ in range(4)]
+    keras_values, keras_ops = _adam_run(keras.optimizers.Adam, init, grads)
+    fused_values, fused_ops = _adam_run(FusedAdam, init, grads)
+    assert "ResourceApplyAdam" in fused_ops and "ResourceApplyAdam" not in keras_ops  # the fused kernel runs
+    assert not np.allclose(fused_values[0], init[0])  # the variables moved
+    for keras_value, fused_value in zip(keras_values, fused_values):
+        np.testing.assert_allclose(fused_value, keras_value, rtol=2e-5, atol=1e-7)
