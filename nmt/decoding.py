@@ -43,7 +43,7 @@ def max_output_lengths(src_lengths: tf.Tensor, cfg: DecodingConfig) -> tf.Tensor
 
 
 def _block_eos_before(t: tf.Tensor, min_length: int, log_probs: tf.Tensor) -> tf.Tensor:
-    """``log_probs`` [..., V] with EOS at -inf while ``t < min_length`` (unchanged when it is 0)."""
+    """``log_probs`` (or logits) [..., V] with EOS at -inf while ``t < min_length`` (unchanged when it is 0)."""
     if min_length <= 0:
         return log_probs
     vocab = tf.shape(log_probs)[-1]
@@ -75,11 +75,14 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
 
     def body(t, y, state, finished, lengths, scores, tokens, attn):
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
-        log_probs = _block_eos_before(t, min_length, tf.nn.log_softmax(model.logits(hidden, by_column)))
-        y_new = tf.argmax(log_probs, -1, output_type=tf.int32)
+        logits = model.logits(hidden, by_column)
+        # The arg max of the logits is that of the log-probabilities: no log-softmax over [B, V],
+        # only its normaliser for the scores.
+        y_new = tf.argmax(_block_eos_before(t, min_length, logits), -1, output_type=tf.int32)
         # The last allowed step emits EOS so every output ends properly.
         y_new = tf.where(t + 1 >= max_lengths, EOS_ID, y_new)
-        scores += tf.where(finished, 0.0, tf.gather(log_probs, y_new, batch_dims=1))
+        log_prob = tf.gather(logits, y_new, batch_dims=1) - tf.reduce_logsumexp(logits, -1)
+        scores += tf.where(finished, 0.0, log_prob)
         y_new = tf.where(finished, PAD_ID, y_new)
         lengths += tf.cast(~finished, tf.int32)
         finished |= tf.equal(y_new, EOS_ID)

@@ -61,11 +61,16 @@ class PostAttentionDecoder(_DecoderBase):
 
     def step(self, y_prev: tf.Tensor, state: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor,
              memory_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``."""
-        out, new_state = self.rnn.cell(self.embedding(y_prev), [state])
-        new_state = new_state[0] if isinstance(new_state, (list, tuple)) else new_state
-        context, weights = self.attention(out, keys, memory, memory_mask)
-        return self.attentional(tf.concat([out, context], -1)), new_state, weights
+        """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``.
+
+        The GRU cell's two matmuls and :func:`gru.gru_update` directly: Keras' ``GRUCell.call``
+        computes the same with more ops per step.
+        """
+        cell = self.rnn.cell
+        x_proj = tf.matmul(self.embedding(y_prev), cell.kernel) + cell.bias[0]
+        state = gru.gru_update(x_proj, tf.matmul(state, cell.recurrent_kernel) + cell.bias[1], state)[0]
+        context, weights = self.attention(state, keys, memory, memory_mask)
+        return self.attentional(tf.concat([state, context], -1)), state, weights
 
 
 @keras.saving.register_keras_serializable("nmt")
