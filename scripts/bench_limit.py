@@ -6,8 +6,13 @@
 2. nmt's training step in GFLOP/s: FLOPs are counted from the model's shape (every matmul,
    2 FLOPs per multiply-add, forward; backward = 2x forward, so a step is 3x forward) over the
    batch's padded positions, divided by the measured step time.
+3. With ``--profile N``: where the step's time goes. N more steps run under TensorFlow's
+   profiler; its trace (the ``.xplane.pb`` it writes) is summed per op type and per top-level
+   name scope, in CPU-thread milliseconds per step (both threads counted, so the total is about
+   twice the wall time), printed as JSON lines.
 
     python scripts/bench_limit.py                  # Multi30k en-de, reference model, full softmax V=8k
+    python scripts/bench_limit.py --profile 10     # the same, then the op-time breakdown
     python scripts/bench_limit.py --quick          # tiny model on the bundled sample, < 1 minute
 """
 
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -74,12 +80,54 @@ def step_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: int
     return 3.0 * batch * forward
 
 
+def profile_steps(step, batches, logdir: Path, top: int = 12) -> list[dict]:
+    """Run ``step`` on ``batches`` under the profiler; CPU-thread ms per step by op type and by name scope."""
+    import collections
+    import shutil
+
+    import tensorflow as tf
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    shutil.rmtree(logdir, ignore_errors=True)
+    tf.profiler.experimental.start(str(logdir))
+    for batch in batches:
+        step(*batch)
+    tf.profiler.experimental.stop()
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(next(logdir.rglob("*.xplane.pb")).read_bytes())
+    by_type: collections.Counter = collections.Counter()
+    by_scope: collections.Counter = collections.Counter()
+    for plane in space.planes:
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the executor's threads; op events are "node:Type"
+                continue
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if ":" not in name or name.startswith("ExecutorState"):
+                    continue
+                node, op_type = name.rsplit(":", 1)
+                parts = node.split("/")
+                scope = "/".join(parts[:3]) if parts[0] == "gradient_tape" else "/".join(parts[:2])
+                scope = re.sub(r"_\d+$", "", scope)  # one entry for ResourceApplyAdam_1, _2, ...
+                ms = event.duration_ps / 1e9 / len(batches)
+                by_type[op_type] += ms
+                by_scope[scope] += ms
+    total = sum(by_type.values())
+    rows = [{"bench": "step_profile", "group": "total", "cpu_ms_per_step": round(total, 2), "share": 1.0}]
+    for group, counter in (("op_type", by_type), ("scope", by_scope)):
+        rows += [{"bench": "step_profile", "group": group, "name": name, "cpu_ms_per_step": round(ms, 2),
+                  "share": round(ms / total, 3)} for name, ms in counter.most_common(top)]
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--steps", type=int, default=80)
     parser.add_argument("--num-sampled", type=int, default=0)
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
+    parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N more steps (0: no)")
     args = parser.parse_args()
     import numpy as np
     import tensorflow as tf
@@ -107,26 +155,30 @@ def main() -> None:
                             "training": {"run_dir": str(work / "run_limit"), "num_sampled": args.num_sampled,
                                          "max_steps": 1}})
     trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
-    plan = trainer.planner.plan(0)[:args.steps + 10]
+    plan = trainer.planner.plan(0)[:args.steps + 10 + args.profile]
     batches = [trainer.planner.make_batch(rows) for rows in plan]
     vocab = trainer.data.tgt_vocab_size
     sampled = args.num_sampled if 0 < args.num_sampled < vocab else 0
     for b in batches[:10]:
         trainer._train_step(*[tf.constant(x) for x in b])
     flops, tokens, start = 0.0, 0.0, time.perf_counter()
-    for src, tgt_in, tgt_out in batches[10:]:
+    measured, profiled = batches[10:10 + args.steps], batches[10 + args.steps:]
+    for src, tgt_in, tgt_out in measured:
         _, n = trainer._train_step(tf.constant(src), tf.constant(tgt_in), tf.constant(tgt_out))
         tokens += float(n)
         flops += step_flops(cfg, src.shape[1], tgt_out.shape[1], src.shape[0], vocab, sampled)
     seconds = time.perf_counter() - start
     achieved = flops / seconds / 1e9
-    padded = sum(int(np.prod(b[2].shape)) for b in batches[10:])
-    steps = len(batches) - 10
+    padded = sum(int(np.prod(b[2].shape)) for b in measured)
+    steps = len(measured)
     print(json.dumps({"bench": "train_step_flops", "vocab": vocab, "loss": "sampled" if sampled else "full",
                       "num_sampled": sampled, "steps": steps, "target_tokens_per_second": round(tokens / seconds),
                       "padding_share": round(1 - tokens / padded, 3), "gflop_per_step": round(flops / steps / 1e9, 2),
                       "achieved_gflops": round(achieved, 1), "matmul_peak_gflops": round(peak, 1),
                       "fraction_of_peak": round(achieved / peak, 3), **info}), flush=True)
+    if profiled:
+        for row in profile_steps(trainer._train_step, profiled, work / "profile_limit"):
+            print(json.dumps({**row, "loss": "sampled" if sampled else "full", **info}), flush=True)
 
 
 if __name__ == "__main__":

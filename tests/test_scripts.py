@@ -29,7 +29,7 @@ def test_bench_prepare_quick(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", []),
-                                          ("bench_limit.py", ["--steps", "5"])])
+                                          ("bench_limit.py", ["--steps", "5", "--profile", "2"])])
 def test_bench_quick_modes(script, extra, capsys, tmp_path):
     rows = run_script(script, "--quick", "--work", str(tmp_path), *extra, capsys=capsys, tmp_path=tmp_path)
     if script == "bench_train.py":
@@ -37,8 +37,12 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         assert {(r["toolkit"], r["loss"]) for r in rows} == {(t, x) for t in toolkits for x in ("full", "sampled")}
         assert all(r["tokens_per_second"] > 0 for r in rows)
     elif script == "bench_limit.py":
-        step = rows[-1]
-        assert step["bench"] == "train_step_flops" and 0 < step["fraction_of_peak"] and step["achieved_gflops"] > 0
+        step = next(r for r in rows if r["bench"] == "train_step_flops")
+        assert 0 < step["fraction_of_peak"] and step["achieved_gflops"] > 0
+        profile = [r for r in rows if r["bench"] == "step_profile"]
+        assert profile[0]["group"] == "total" and profile[0]["cpu_ms_per_step"] > 0
+        op_types = {r["name"] for r in profile if r["group"] == "op_type"}
+        assert any("MatMul" in name for name in op_types), op_types  # the trace was read, op by op
     else:
         methods = [r["method"] for r in rows]
         assert methods[:2] == ["nmt greedy", "nmt beam 5"] and "baseline" in methods[2]
