@@ -42,13 +42,14 @@ def max_output_lengths(src_lengths: tf.Tensor, cfg: DecodingConfig) -> tf.Tensor
     return tf.clip_by_value(tf.cast(tf.math.ceil(n), tf.int32), 1, cfg.max_length_cap)
 
 
-def _block_eos_before(t: tf.Tensor, min_length: int, log_probs: tf.Tensor) -> tf.Tensor:
-    """``log_probs`` (or logits) [..., V] with EOS at -inf while ``t < min_length`` (unchanged when it is 0)."""
+def _block_eos_before(t: tf.Tensor, min_length: int, scores: tf.Tensor) -> tf.Tensor:
+    """``scores`` (logits or log-probabilities) [..., V] with EOS at -inf while ``t < min_length``
+    (unchanged when it is 0)."""
     if min_length <= 0:
-        return log_probs
-    vocab = tf.shape(log_probs)[-1]
+        return scores
+    vocab = tf.shape(scores)[-1]
     block = tf.one_hot(EOS_ID, vocab, on_value=_NEG_INF, off_value=0.0)
-    return tf.where(t < min_length, log_probs + block, log_probs)
+    return tf.where(t < min_length, scores + block, scores)
 
 
 def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,

@@ -55,7 +55,8 @@ class FusedAdam(keras.optimizers.Adam):
 
         norm = tf.sqrt(2.0 * tf.add_n([tf.nn.l2_loss(tf.cast(values(g), tf.float32)) for g in grads if g is not None]))
         clip = tf.constant(self.global_clipnorm, tf.float32)
-        scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)
+        scale = clip * tf.minimum(1.0 / norm, 1.0 / clip) + (norm - norm)  # Keras' form: NaN for a NaN norm
+
         def scaled(g):
             if isinstance(g, tf.IndexedSlices):
                 return tf.IndexedSlices(g.values * tf.cast(scale, g.dtype), g.indices, g.dense_shape)

@@ -63,12 +63,11 @@ class PostAttentionDecoder(_DecoderBase):
              memory_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``.
 
-        The GRU cell's two matmuls and :func:`gru.gru_update` directly: Keras' ``GRUCell.call``
-        computes the same with more ops per step.
+        The GRU cell's two matmuls and its gates (:func:`gru.cell_step`) directly: Keras'
+        ``GRUCell.call`` computes the same with more ops per step.
         """
         cell = self.rnn.cell
-        x_proj = tf.matmul(self.embedding(y_prev), cell.kernel) + cell.bias[0]
-        state = gru.gru_update(x_proj, tf.matmul(state, cell.recurrent_kernel) + cell.bias[1], state)[0]
+        state = gru.cell_step(cell, tf.matmul(self.embedding(y_prev), cell.kernel) + cell.bias[0], state)
         context, weights = self.attention(state, keys, memory, memory_mask)
         return self.attentional(tf.concat([state, context], -1)), state, weights
 
@@ -83,9 +82,7 @@ class FeedAttentionDecoder(_DecoderBase):
 
     def _cell_step(self, x_emb_proj: tf.Tensor, context: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
         """GRU update with the embedding part of the input projection precomputed."""
-        c = self.cell
-        x = x_emb_proj + tf.matmul(context, c.kernel[self.embedding_dim:])
-        return gru.gru_update(x, tf.matmul(h, c.recurrent_kernel) + c.bias[1], h)[0]
+        return gru.cell_step(self.cell, x_emb_proj + tf.matmul(context, self.cell.kernel[self.embedding_dim:]), h)
 
     def _ensure_built(self, memory: tf.Tensor) -> None:
         if not self.cell.built:

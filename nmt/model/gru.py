@@ -36,6 +36,12 @@ def gru_update(x_proj: tf.Tensor, hr: tf.Tensor, h: tf.Tensor) -> tuple[tf.Tenso
     return cand + z * (h - cand), z, r, cand
 
 
+def cell_step(cell: keras.layers.GRUCell, x_proj: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
+    """One step of a built Keras ``GRUCell`` (``reset_after=True``) from its input projection
+    ``x_proj = x @ kernel + input bias`` [B, 3U]: the new state [B, U] (what decoders run per token)."""
+    return gru_update(x_proj, tf.matmul(h, cell.recurrent_kernel) + cell.bias[1], h)[0]
+
+
 def _forward(x_proj: tf.Tensor, h0: tf.Tensor, rk: tf.Tensor, rb: tf.Tensor, masks: tf.Tensor | None,
              record: bool) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
     """The forward loop: ``(outputs [T, B, U], last state, [z, r, candidate, h @ R_h + b] per step if record)``."""
