@@ -17,9 +17,11 @@ tokens with EOS. After training, each toolkit greedy-decodes test2016 (1,000 sen
 64) with the checkpoint it just wrote, made to run exactly 30 decoder steps per sentence (minimum
 = maximum output length: JoeyNMT min/max_output_length 30, OpenNMT-tf minimum/maximum_decoding_length
 30, nmt decoding.min_length 29 + EOS), so that young models that stop early or never stop do the
-same work; real test2016 outputs average about 13 pieces, so a batch of 64 runs about 30 steps
-anyway. Decoding time with model load excluded is (wall time for test2016) - (wall time for a
-one-line input), the same rule for all; output lengths are printed as a check.
+same work. JoeyNMT 2.3.0 does not pass its min_output_length on to its search, so the script runs
+its translate command through a small driver that does (JOEY_TRANSLATE below) and counts its decoder
+steps: the run stops with an error unless JoeyNMT ran exactly 30 per batch. Decoding time with
+model load excluded is (wall time for test2016) - (wall time for a one-line input), the same rule
+for all; output lengths are printed as a check.
 
 The peers are installed from PyPI into their own virtual environments under --venvs
 (created on first use, several GB for PyTorch and TensorFlow 2.13):
@@ -75,6 +77,44 @@ class ReferenceGRU(opennmt.models.SequenceToSequence):
 model = ReferenceGRU
 '''
 
+
+# JoeyNMT 2.3.0 reads testing.min_output_length and logs it, but predict() never passes it on to
+# search(), so its greedy loop stops as soon as every sentence of a batch has produced EOS. This
+# driver runs `joeynmt translate CONFIG` with the configured value forwarded, and counts the decoder
+# steps (calls of the model with return_type="decode") so the script can check the work done.
+JOEY_TRANSLATE = '''"""`joeynmt translate CONFIG`, min_output_length forwarded (written by nmt's bench_peers.py)."""
+import json
+import sys
+
+import yaml
+
+import joeynmt.model
+import joeynmt.prediction
+
+config = sys.argv[1]
+with open(config) as f:
+    min_output_length = yaml.safe_load(f)["testing"]["min_output_length"]
+count = {"batches": 0, "decoder_steps": 0}
+search, forward = joeynmt.prediction.search, joeynmt.model.Model.forward
+
+
+def search_with_min_length(**kwargs):
+    count["batches"] += 1
+    return search(**kwargs, min_output_length=min_output_length)
+
+
+def counting_forward(self, *args, return_type=None, **kwargs):
+    count["decoder_steps"] += return_type == "decode"
+    return forward(self, *args, return_type=return_type, **kwargs)
+
+
+joeynmt.prediction.search, joeynmt.model.Model.forward = search_with_min_length, counting_forward
+from joeynmt.__main__ import main  # noqa: E402
+
+sys.argv = ["joeynmt", "translate", config]
+main()
+print("bench_peers decoder steps " + json.dumps(count), file=sys.stderr)
+'''
 
 def run(cmd: list[str], env: dict, log: Path, stdin: Path | None = None, stdout: Path | None = None) -> float:
     """Run a command, its output appended to ``log`` (stdout to ``stdout`` if given); returns wall
@@ -231,9 +271,15 @@ def joey_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, 
     cfg["testing"]["load_model"] = str(ckpts[-1])
     cfg_path.write_text(yaml.safe_dump(cfg))
     hyp = work / "joey.hyp"
-    cmd = [str(python), "-m", "joeynmt", "translate", str(cfg_path)]
+    driver = work / "joey_translate.py"
+    driver.write_text(JOEY_TRANSLATE)
+    cmd = [str(python), str(driver), str(cfg_path)]
     # translate's -o fails in 2.3.0 ('BaseConfig' object has no attribute 'n_best'): read stdout instead
     full = run(cmd, env, log, stdin=work / "pieces" / "test.en", stdout=hyp)
+    count = json.loads(re.findall(r"bench_peers decoder steps (.*)", log.read_text())[-1])
+    if count["decoder_steps"] != DECODE_STEPS * count["batches"]:
+        sys.exit(f"bench_peers: JoeyNMT ran {count['decoder_steps']} decoder steps in {count['batches']} "
+                 f"batches, not {DECODE_STEPS} each; see {log}")
     one = run(cmd, env, log, stdin=work / "pieces" / "one.en", stdout=work / "joey_one.hyp")
     gen = re.findall(r"Generation took ([\d.]+)\[sec\]", (work / "joey_run" / "translate.log").read_text())
     result.update(decode_seconds=full - one, load_seconds=one, hyp_pieces=count_pieces(hyp),
