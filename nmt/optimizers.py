@@ -39,7 +39,6 @@ class FusedAdam(keras.optimizers.Adam):
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
             grad=tf.cast(tf.convert_to_tensor(gradient), dtype))
-        return None
 
     def _clip_gradients(self, grads):
         """Clip by global norm exactly as Keras does, with one-pass sums of squares.
