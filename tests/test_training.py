@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import pytest
 
 from nmt.config import config_from_dict
@@ -17,12 +18,19 @@ def run(corpus_dir, tmp_path, name, **training):
     return config_from_dict(cfg, name)
 
 
-@pytest.mark.parametrize("placement,num_sampled", [("post", 64), ("post", 0), ("feed", 64), ("feed", 0)])
-def test_loss_falls_and_run_directory_is_complete(corpus_dir, prepared, tmp_path, placement, num_sampled):
+@pytest.mark.parametrize("placement,num_sampled,mixed", [("post", 64, "off"), ("post", 0, "off"), ("feed", 64, "off"),
+                                                         ("feed", 0, "off"), ("post", 64, "on"), ("feed", 0, "on")])
+def test_loss_falls_and_run_directory_is_complete(corpus_dir, prepared, tmp_path, placement, num_sampled, mixed):
+    """Both placements and losses learn; mixed precision (float16 compute, GPUs' default) trains and validates too."""
     cfg = tiny_config(corpus_dir, model={"attention_placement": placement},
                       training={"run_dir": str(tmp_path / "run"), "num_sampled": num_sampled, "max_steps": 40,
-                                "validate_every": 20})
-    result = train(config_from_dict(cfg), log=lambda s: None)
+                                "validate_every": 20, "mixed_precision": mixed})
+    logs: list[str] = []
+    try:
+        result = train(config_from_dict(cfg), log=logs.append)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")  # the policy is global: leave it as other tests expect
+    assert [("mixed float16" in line) == (mixed == "on") for line in logs if line.startswith("device:")] == [True]
     assert result.step == 40 and len(result.losses) == 40
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < first - 0.5, (first, last)

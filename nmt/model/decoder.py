@@ -64,10 +64,12 @@ class PostAttentionDecoder(_DecoderBase):
         """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``.
 
         The GRU cell's two matmuls and its gates (:func:`gru.cell_step`) directly: Keras'
-        ``GRUCell.call`` computes the same with more ops per step.
+        ``GRUCell.call`` computes the same with more ops per step. Outside a layer call Keras does
+        not autocast, so the weights read here are cast to the compute dtype (mixed precision).
         """
         cell = self.rnn.cell
-        state = gru.cell_step(cell, tf.matmul(self.embedding(y_prev), cell.kernel) + cell.bias[0], state)
+        x = self.embedding(y_prev)
+        state = gru.cell_step(cell, tf.matmul(x, tf.cast(cell.kernel, x.dtype)) + tf.cast(cell.bias[0], x.dtype), state)
         context, weights = self.attention(state, keys, memory, memory_mask)
         return self.attentional(tf.concat([state, context], -1)), state, weights
 
@@ -82,7 +84,8 @@ class FeedAttentionDecoder(_DecoderBase):
 
     def _cell_step(self, x_emb_proj: tf.Tensor, context: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
         """GRU update with the embedding part of the input projection precomputed."""
-        return gru.cell_step(self.cell, x_emb_proj + tf.matmul(context, self.cell.kernel[self.embedding_dim:]), h)
+        kernel = tf.cast(self.cell.kernel[self.embedding_dim:], context.dtype)  # no autocast in step()
+        return gru.cell_step(self.cell, x_emb_proj + tf.matmul(context, kernel), h)
 
     def _ensure_built(self, memory: tf.Tensor) -> None:
         if not self.cell.built:
@@ -117,6 +120,8 @@ class FeedAttentionDecoder(_DecoderBase):
         """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``."""
         self._ensure_built(memory)
         context, weights = self.attention(state, keys, memory, memory_mask)
-        x_proj = tf.matmul(self.embedding(y_prev), self.cell.kernel[:self.embedding_dim]) + self.cell.bias[0]
+        x = self.embedding(y_prev)
+        kernel, bias = (tf.cast(w, x.dtype) for w in (self.cell.kernel[:self.embedding_dim], self.cell.bias[0]))
+        x_proj = tf.matmul(x, kernel) + bias
         h = self._cell_step(x_proj, context, state)
         return self.attentional(tf.concat([h, context], -1)), h, weights

@@ -38,8 +38,10 @@ def gru_update(x_proj: tf.Tensor, hr: tf.Tensor, h: tf.Tensor) -> tuple[tf.Tenso
 
 def cell_step(cell: keras.layers.GRUCell, x_proj: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
     """One step of a built Keras ``GRUCell`` (``reset_after=True``) from its input projection
-    ``x_proj = x @ kernel + input bias`` [B, 3U]: the new state [B, U] (what decoders run per token)."""
-    return gru_update(x_proj, tf.matmul(h, cell.recurrent_kernel) + cell.bias[1], h)[0]
+    ``x_proj = x @ kernel + input bias`` [B, 3U]: the new state [B, U] (what decoders run per token).
+    The weights are cast to the state's dtype (float16 under mixed precision)."""
+    return gru_update(x_proj, tf.matmul(h, tf.cast(cell.recurrent_kernel, h.dtype)) + tf.cast(cell.bias[1], h.dtype),
+                      h)[0]
 
 
 def _forward(x_proj: tf.Tensor, h0: tf.Tensor, rk: tf.Tensor, rb: tf.Tensor, masks: tf.Tensor | None,
