@@ -4,7 +4,8 @@
 the whole target in one op, then attention is computed for every decoder output at once and
 concatenated with it. ``FeedAttentionDecoder`` (``feed``, the classic Bahdanau decoder): at
 each step the previous state queries the attention and the context is fed into the GRU
-input, which needs a step loop.
+input, which needs a step loop (on CPUs :func:`nmt.model.feed.feed_sequence`, with a
+hand-written backward pass).
 
 Both produce the attentional hidden layer ``tanh(W [s_t; c_t])`` that the shared output
 projection turns into logits, and both expose the same one-step interface for decoding.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nmt.model import gru
+from nmt.model import feed, gru
 from nmt.model.attention import BahdanauAttention
 from nmt.model.ops import matmul_last
 
@@ -97,6 +98,22 @@ class FeedAttentionDecoder(_DecoderBase):
         self._ensure_built(memory)
         x = self.dropout(self.embedding(tgt_in), training=training)
         x_proj = matmul_last(tf.transpose(x, [1, 0, 2]), self.cell.kernel[:self.embedding_dim]) + self.cell.bias[0]
+        if gru.cudnn_available() or not self.attention.query_layer.built:
+            outputs, context, weights = self._step_loop(x_proj, memory, keys, memory_mask, state)
+        else:  # the same maths with a hand-written backward pass (nmt.model.feed)
+            att = self.attention
+            outputs, context, weights = feed.feed_sequence(
+                x_proj, state, memory, keys, memory_mask, att.query_layer.kernel, att.query_layer.bias,
+                att.score_layer.kernel, self.cell.kernel[self.embedding_dim:], self.cell.recurrent_kernel,
+                self.cell.bias[1], training)
+        outputs, context = tf.transpose(outputs, [1, 0, 2]), tf.transpose(context, [1, 0, 2])
+        hidden = self.attentional(tf.concat([outputs, context], -1))
+        return self.dropout(hidden, training=training), tf.transpose(weights, [1, 0, 2])
+
+    def _step_loop(self, x_proj: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor, memory_mask: tf.Tensor,
+                   state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The teacher-forced loop through the layers, differentiated by TensorFlow (GPUs):
+        time-major states, contexts and weights, as :func:`feed.feed_sequence` returns them."""
         steps = tf.shape(x_proj)[0]
         xs = tf.TensorArray(x_proj.dtype, size=steps).unstack(x_proj)
         outs = tf.TensorArray(x_proj.dtype, size=steps)
@@ -110,10 +127,7 @@ class FeedAttentionDecoder(_DecoderBase):
 
         _, _, outs, ctxs, wts = tf.while_loop(lambda t, *_: t < steps, body, (0, state, outs, ctxs, wts),
                                               maximum_iterations=steps)
-        outputs = tf.transpose(outs.stack(), [1, 0, 2])
-        context = tf.transpose(ctxs.stack(), [1, 0, 2])
-        hidden = self.attentional(tf.concat([outputs, context], -1))
-        return self.dropout(hidden, training=training), tf.transpose(wts.stack(), [1, 0, 2])
+        return outs.stack(), ctxs.stack(), wts.stack()
 
     def step(self, y_prev: tf.Tensor, state: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor,
              memory_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:

@@ -36,6 +36,20 @@ def gru_update(x_proj: tf.Tensor, hr: tf.Tensor, h: tf.Tensor) -> tuple[tf.Tenso
     return cand + z * (h - cand), z, r, cand
 
 
+def gru_update_grad(dh: tf.Tensor, h_prev: tf.Tensor, z: tf.Tensor, r: tf.Tensor, cand: tf.Tensor,
+                    hr_h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The backward pass of :func:`gru_update` for an upstream gradient ``dh`` of the new state.
+
+    ``hr_h`` is the candidate's part of ``h @ recurrent_kernel + recurrent bias``. Returns
+    ``(d_x_proj [B, 3U], d_hr [B, 3U], dh_prev through the gate only [B, U])``; the caller adds
+    ``d_hr @ recurrent_kernel^T`` to the last to get the whole gradient of ``h_prev``.
+    """
+    d_cand = dh * (1.0 - z) * (1.0 - cand * cand)
+    d_z = dh * (h_prev - cand) * z * (1.0 - z)
+    d_r = d_cand * hr_h * r * (1.0 - r)
+    return tf.concat([d_z, d_r, d_cand], -1), tf.concat([d_z, d_r, d_cand * r], -1), dh * z
+
+
 def cell_step(cell: keras.layers.GRUCell, x_proj: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
     """One step of a built Keras ``GRUCell`` (``reset_after=True``) from its input projection
     ``x_proj = x @ kernel + input bias`` [B, 3U]: the new state [B, U] (what decoders run per token).
@@ -98,15 +112,11 @@ def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, 
                 dh = dh + d_outputs[t]
                 if masks is not None:
                     carried, dh = dh * (1.0 - masks[t]), dh * masks[t]
-                z, r, cand, hr_h = z_all[t], r_all[t], cand_all[t], hr_h_all[t]
-                d_cand = dh * (1.0 - z) * (1.0 - cand * cand)
-                d_z = dh * (h_prev[t] - cand) * z * (1.0 - z)
-                d_r = d_cand * hr_h * r * (1.0 - r)
-                d_hr_t = tf.concat([d_z, d_r, d_cand * r], -1)
-                dh_prev = dh * z + tf.matmul(d_hr_t, rk_t)
+                d_x_t, d_hr_t, dh_gate = gru_update_grad(dh, h_prev[t], z_all[t], r_all[t], cand_all[t], hr_h_all[t])
+                dh_prev = dh_gate + tf.matmul(d_hr_t, rk_t)
                 if masks is not None:
                     dh_prev += carried
-                return i + 1, dh_prev, d_x.write(t, tf.concat([d_z, d_r, d_cand], -1)), d_hr.write(t, d_hr_t)
+                return i + 1, dh_prev, d_x.write(t, d_x_t), d_hr.write(t, d_hr_t)
 
             arrays = (tf.TensorArray(dtype, size=steps), tf.TensorArray(dtype, size=steps))
             _, dh0, d_x, d_hr = tf.while_loop(lambda i, *_: i < steps, step, (0, d_last, *arrays),
