@@ -5,7 +5,21 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nmt.model.ops import apply_2d
+from nmt.model.ops import apply_2d, matmul_last
+
+
+def additive_attention(q: tf.Tensor, keys: tf.Tensor, memory: tf.Tensor, memory_mask: tf.Tensor,
+                       v: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The attention maths for projected queries ``q`` [B, T, U]: ``(context [B, T, D], weights [B, T, S])``.
+
+    ``weights = softmax(v^T tanh(q + keys))`` over the positions where ``memory_mask`` [B, S] is
+    True (``v`` [U, 1], ``keys`` [B, S, U]); ``context = weights @ memory`` [B, S, D].
+    """
+    hidden = tf.tanh(q[:, :, None, :] + keys[:, None, :, :])                 # [B, T, S, U]
+    scores = matmul_last(hidden, v)[..., 0]                                 # [B, T, S]
+    neg = tf.constant(-1e4 if scores.dtype == tf.float16 else -1e9, scores.dtype)
+    weights = tf.nn.softmax(tf.where(memory_mask[:, None, :], scores, neg), axis=-1)
+    return tf.matmul(weights, memory), weights
 
 
 @keras.saving.register_keras_serializable("nmt")
@@ -34,12 +48,9 @@ class BahdanauAttention(keras.layers.Layer):
         """Return ``(context, weights)``: [B, (T,) D] and [B, (T,) S]."""
         single = query.shape.rank == 2
         q = apply_2d(self.query_layer, query[:, None, :] if single else query)  # [B, T, U]
-        hidden = tf.tanh(q[:, :, None, :] + keys[:, None, :, :])                 # [B, T, S, U]
-        scores = tf.squeeze(apply_2d(self.score_layer, hidden), -1)             # [B, T, S]
-        neg = tf.constant(-1e4 if scores.dtype == tf.float16 else -1e9, scores.dtype)
-        scores = tf.where(memory_mask[:, None, :], scores, neg)
-        weights = tf.nn.softmax(scores, axis=-1)
-        context = tf.matmul(weights, memory)                               # [B, T, D]
+        if not self.score_layer.built:
+            self.score_layer.build((None, self.units))
+        context, weights = additive_attention(q, keys, memory, memory_mask, tf.cast(self.score_layer.kernel, q.dtype))
         if single:
             return context[:, 0], weights[:, 0]
         return context, weights

@@ -23,7 +23,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from nmt.model import gru
-from nmt.model.ops import matmul_last
+from nmt.model.attention import additive_attention
 
 
 def feed_sequence(x_proj: tf.Tensor, h0: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor, memory_mask: tf.Tensor,
@@ -42,8 +42,6 @@ def feed_sequence(x_proj: tf.Tensor, h0: tf.Tensor, memory: tf.Tensor, keys: tf.
     dtype = x_proj.dtype
     params = [tf.cast(a, dtype) for a in (h0, memory, keys, query_kernel, query_bias, score_kernel,
                                           context_kernel, recurrent_kernel, recurrent_bias)]
-    masked = tf.logical_not(memory_mask)
-    neg = tf.constant(-1e4 if dtype == tf.float16 else -1e9, dtype)
 
     def forward(h0, memory, keys, wq, bq, v, kc, rk, rb, record):
         units, steps = h0.shape[-1], tf.shape(x_proj)[0]
@@ -51,9 +49,7 @@ def feed_sequence(x_proj: tf.Tensor, h0: tf.Tensor, memory: tf.Tensor, keys: tf.
 
         def step(t, h, arrays):
             q = tf.matmul(h, wq) + bq
-            scores = matmul_last(tf.tanh(q[:, None, :] + keys), v)[:, :, 0]
-            weights = tf.nn.softmax(tf.where(masked, neg, scores), -1)
-            context = tf.matmul(weights[:, None, :], memory)[:, 0]
+            context, weights = (a[:, 0] for a in additive_attention(q[:, None, :], keys, memory, memory_mask, v))
             hr = tf.matmul(h, rk) + rb
             h_new, z, r, cand = gru.gru_update(x_proj[t] + tf.matmul(context, kc), hr, h)
             values = [h_new, context, weights] + ([z, r, cand, hr[:, 2 * units:], q] if record else [])
