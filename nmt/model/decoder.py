@@ -18,7 +18,6 @@ import tensorflow as tf
 
 from nmt.model import feed, gru
 from nmt.model.attention import BahdanauAttention
-from nmt.model.ops import matmul_last
 
 
 class _DecoderBase(keras.layers.Layer):
@@ -65,12 +64,10 @@ class PostAttentionDecoder(_DecoderBase):
         """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``.
 
         The GRU cell's two matmuls and its gates (:func:`gru.cell_step`) directly: Keras'
-        ``GRUCell.call`` computes the same with more ops per step. Outside a layer call Keras does
-        not autocast, so the weights read here are cast to the compute dtype (mixed precision).
+        ``GRUCell.call`` computes the same with more ops per step.
         """
         cell = self.rnn.cell
-        x = self.embedding(y_prev)
-        state = gru.cell_step(cell, tf.matmul(x, tf.cast(cell.kernel, x.dtype)) + tf.cast(cell.bias[0], x.dtype), state)
+        state = gru.cell_step(cell, gru.input_projection(cell, self.embedding(y_prev)), state)
         context, weights = self.attention(state, keys, memory, memory_mask)
         return self.attentional(tf.concat([state, context], -1)), state, weights
 
@@ -97,7 +94,7 @@ class FeedAttentionDecoder(_DecoderBase):
         """Teacher-forced pass (a compiled step loop): hidden [B, T, A] and weights [B, T, S]."""
         self._ensure_built(memory)
         x = self.dropout(self.embedding(tgt_in), training=training)
-        x_proj = matmul_last(tf.transpose(x, [1, 0, 2]), self.cell.kernel[:self.embedding_dim]) + self.cell.bias[0]
+        x_proj = gru.input_projection(self.cell, tf.transpose(x, [1, 0, 2]), self.embedding_dim)
         if gru.cudnn_available() or not self.attention.query_layer.built:
             outputs, context, weights = self._step_loop(x_proj, memory, keys, memory_mask, state)
         else:  # the same maths with a hand-written backward pass (nmt.model.feed)
@@ -134,8 +131,6 @@ class FeedAttentionDecoder(_DecoderBase):
         """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``."""
         self._ensure_built(memory)
         context, weights = self.attention(state, keys, memory, memory_mask)
-        x = self.embedding(y_prev)
-        kernel, bias = (tf.cast(w, x.dtype) for w in (self.cell.kernel[:self.embedding_dim], self.cell.bias[0]))
-        x_proj = tf.matmul(x, kernel) + bias
+        x_proj = gru.input_projection(self.cell, self.embedding(y_prev), self.embedding_dim)
         h = self._cell_step(x_proj, context, state)
         return self.attentional(tf.concat([h, context], -1)), h, weights

@@ -50,6 +50,18 @@ def gru_update_grad(dh: tf.Tensor, h_prev: tf.Tensor, z: tf.Tensor, r: tf.Tensor
     return tf.concat([d_z, d_r, d_cand], -1), tf.concat([d_z, d_r, d_cand * r], -1), dh * z
 
 
+def input_projection(cell: keras.layers.GRUCell, x: tf.Tensor, kernel_rows: int | None = None) -> tf.Tensor:
+    """``x @ kernel + input bias`` of a built Keras ``GRUCell`` for ``x`` [..., E]: [..., 3U] in ``x``'s dtype.
+
+    ``kernel_rows`` uses the first rows of the kernel only (the embedding's part of a wider input).
+    The weights are cast to ``x``'s dtype: outside a layer call (decoding steps) Keras does not
+    autocast them under mixed precision.
+    """
+    kernel = cell.kernel if kernel_rows is None else cell.kernel[:kernel_rows]
+    kernel, bias = tf.cast(kernel, x.dtype), tf.cast(cell.bias[0], x.dtype)
+    return (tf.matmul(x, kernel) if x.shape.rank == 2 else matmul_last(x, kernel)) + bias
+
+
 def cell_step(cell: keras.layers.GRUCell, x_proj: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
     """One step of a built Keras ``GRUCell`` (``reset_after=True``) from its input projection
     ``x_proj = x @ kernel + input bias`` [B, 3U]: the new state [B, U] (what decoders run per token).
@@ -153,7 +165,7 @@ def fused_gru(layer: keras.layers.GRU, x: tf.Tensor, initial_state: tf.Tensor | 
         initial_state = tf.zeros([tf.shape(x)[0], layer.units], x.dtype)
     if reverse:
         x = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
-    x_proj = matmul_last(tf.transpose(x, [1, 0, 2]), tf.cast(cell.kernel, x.dtype)) + tf.cast(cell.bias[0], x.dtype)
+    x_proj = input_projection(cell, tf.transpose(x, [1, 0, 2]))
     mask = None if lengths is None else tf.transpose(tf.sequence_mask(lengths, steps))
     outputs, state = gru_sequence(x_proj, initial_state, cell.recurrent_kernel, cell.bias[1], mask, training)
     outputs = tf.transpose(outputs, [1, 0, 2])
