@@ -5,8 +5,9 @@ reference model, against a plain TensorFlow/Keras step of the same shape, side b
 Reference model: bidirectional GRU 256 encoder, GRU 512 decoder, Bahdanau attention,
 embeddings 256, batch 64 sentences, Multi30k en-de. Each configuration trains
 ``--warmup + --steps`` steps; the figure is the median of the per-10-step tokens/s after the
-warm-up. One JSON line per figure. With the baseline, nmt also runs once with Keras' own CPU GRU
-loop instead of its fused one (toolkit ``nmt-keras-gru-loop``, post placement).
+warm-up. One JSON line per figure. With the baseline, nmt also runs each placement with Keras' own
+CPU GRU loop instead of its fused one, and (feed) with the decoder loop differentiated by TensorFlow
+instead of nmt.model.feed's backward pass (toolkit ``nmt-keras-gru-loop``).
 
     python scripts/bench_train.py                       # V=8k and V=32k, full and sampled, post and feed
     python scripts/bench_train.py --vocab 8000 --steps 100
@@ -43,7 +44,9 @@ TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attentio
 def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
               model: dict, keras_gru: bool = False) -> dict:
     """nmt's training loop; ``keras_gru`` runs the GRUs through keras.layers.GRU's own CPU loop
-    instead of nmt.model.gru's fused one (the same weights and maths), to show what the fused loop gains."""
+    instead of nmt.model.gru's fused one (the same weights and maths), and the feed decoder through
+    its plain step loop differentiated by TensorFlow instead of nmt.model.feed's (the GPU paths),
+    to show what the hand-written backward passes gain."""
     fused_switch = gru.cudnn_available
     if keras_gru:  # the layers' "cuDNN path" is the Keras layer itself, which on a CPU runs Keras' loop
         gru.cudnn_available = lambda: True
@@ -160,9 +163,9 @@ def main() -> None:
                 for placement in args.placements:
                     r = bench_nmt(prep, Path(tmp), placement, num_sampled, steps, warmup, model)
                     print(json.dumps({**common, "toolkit": "nmt", "placement": placement, **r}), flush=True)
-                if not args.no_baseline and "post" in args.placements:
-                    r = bench_nmt(prep, Path(tmp), "post", num_sampled, steps, warmup, model, keras_gru=True)
-                    print(json.dumps({**common, "toolkit": "nmt-keras-gru-loop", "placement": "post", **r}),
+                for placement in [] if args.no_baseline else args.placements:
+                    r = bench_nmt(prep, Path(tmp), placement, num_sampled, steps, warmup, model, keras_gru=True)
+                    print(json.dumps({**common, "toolkit": "nmt-keras-gru-loop", "placement": placement, **r}),
                           flush=True)
 
 
