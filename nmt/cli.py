@@ -195,14 +195,16 @@ def train(config, resume, overwrite, overrides) -> None:
               help="hypotheses per line, printed as text<TAB>score pairs on the line")
 @click.option("--length-penalty", type=click.FloatRange(0.0), help="beam search length penalty")
 @click.option("--batch-size", type=click.IntRange(1), help="sentences per decoding batch")
+@click.option("--shortlist/--no-shortlist", default=None,
+              help="decode over a lexical shortlist (faster, outputs may differ; default: the run's config)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line: source, translation, score, tokens")
 @click.option("--pieces", is_flag=True, help="print SentencePiece pieces instead of detokenized text")
 @click.option("--attention-dir", type=click.Path(file_okay=False), help="write attention.jsonl and PNG heatmaps here")
 @click.option("--attention-max", type=click.IntRange(0), default=100, show_default=True,
               help="lines to write attention for")
 @handle_errors
-def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length_penalty, batch_size, as_json,
-              pieces, attention_dir, attention_max) -> None:
+def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length_penalty, batch_size, shortlist,
+              as_json, pieces, attention_dir, attention_max) -> None:
     """Translate stdin to stdout, one output line per input line.
 
     \b
@@ -216,7 +218,8 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
     import_tensorflow()
     from nmt.translate import Translator, translate_stream
 
-    translator = Translator(run_dir, checkpoint, length_penalty=length_penalty, batch_size=batch_size)
+    translator = Translator(run_dir, checkpoint, length_penalty=length_penalty, batch_size=batch_size,
+                            shortlist=shortlist)
     if n_best > 1 and beam is None:
         beam = max(n_best, translator.decoding.beam_size)
     with contextlib.ExitStack() as stack:
@@ -298,6 +301,7 @@ def _read_text(path: str) -> list[str]:
 @click.option("--src", "src_path", type=click.Path(dir_okay=False), help="source file to translate with --model")
 @click.option("--checkpoint", default="best", show_default=True, help="with --model: best, last or a path")
 @click.option("--beam", type=click.IntRange(1, 64), help="with --model: beam size")
+@click.option("--shortlist/--no-shortlist", default=None, help="with --model: decode over a lexical shortlist")
 @click.option("--save-hyp", type=click.Path(dir_okay=False), help="with --model: keep the translations here")
 @click.option("--metrics", default="bleu", show_default=True, help="comma-separated: bleu, chrf, ter")
 @click.option("--lowercase", is_flag=True, help="case-insensitive scoring")
@@ -307,8 +311,8 @@ def _read_text(path: str) -> list[str]:
               help="paired bootstrap significance test against this baseline hypothesis file")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
 @handle_errors
-def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, save_hyp, metrics, lowercase, tokenize,
-             confidence, baseline_path, as_json) -> None:
+def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, shortlist, save_hyp, metrics, lowercase,
+             tokenize, confidence, baseline_path, as_json) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, TER), signatures included.
 
     \b
@@ -333,7 +337,7 @@ def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, save_hyp,
         import_tensorflow()
         from nmt.translate import Translator
 
-        translator = Translator(run_dir, checkpoint)
+        translator = Translator(run_dir, checkpoint, shortlist=shortlist)
         hyps = [t.text for t in translator.translate(sources, beam=beam)]
         if save_hyp:
             from nmt.fileio import atomic_write_text

@@ -148,6 +148,12 @@ class DecodingConfig:
                           max=100_000)
     max_source_pieces: int = _opt(250, "longer inputs are truncated (with a warning)", min=1, max=100_000)
     batch_size: int = _opt(128, "sentences per decoding batch", min=1, max=100_000)
+    shortlist: bool = _opt(False, "decode over a lexical shortlist of the target vocabulary (faster; outputs may "
+                                  "differ): the shortlist_per_source pieces most associated with each source piece "
+                                  "in the training data and the shortlist_frequent most frequent ones")
+    shortlist_per_source: int = _opt(10, "shortlist: target pieces per source piece (Dice coefficient)", min=1,
+                                     max=100_000)
+    shortlist_frequent: int = _opt(100, "shortlist: most frequent target pieces always allowed", min=0, max=1_000_000)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from nmt.config import DecodingConfig
 from nmt.model.seq2seq import Seq2Seq
+from nmt.shortlist import Shortlist
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 _NEG_INF = -1e9
@@ -53,11 +54,14 @@ def _block_eos_before(t: tf.Tensor, min_length: int, scores: tf.Tensor) -> tf.Te
 
 
 def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
-                  with_attention: bool = False, min_length: int = 0) -> tuple[tf.Tensor, ...]:
+                  with_attention: bool = False, min_length: int = 0,
+                  targets: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
     """Greedy decoding of source ids [B, S] until EOS; call inside a ``tf.function``.
 
     EOS cannot be chosen before ``min_length`` tokens (0: no minimum); the per-sentence
-    ``max_lengths`` (EOS included) still end every output.
+    ``max_lengths`` (EOS included) still end every output. ``targets`` (sorted ids [C] starting
+    with the special ids 0..3, see :meth:`nmt.shortlist.Shortlist.targets`) restricts every
+    step to a shortlist; its scores are then normalised over the shortlist.
 
     Returns ``(tokens [B, T], lengths [B], scores [B], attention [B, T, S])`` (attention is
     an empty [B, 0, S] tensor unless ``with_attention``).
@@ -72,17 +76,18 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     scores = tf.zeros([batch], tf.float32)
     tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     attn = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
-    by_column = model.projection.weights_by_column()
+    by_column = model.projection.weights_by_column(targets)
 
     def body(t, y, state, finished, lengths, scores, tokens, attn):
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
-        logits = model.logits(hidden, by_column)
+        logits = model.logits(hidden, by_column, targets)
         # The arg max of the logits is that of the log-probabilities: no log-softmax over [B, V],
-        # only its normaliser for the scores.
-        y_new = tf.argmax(_block_eos_before(t, min_length, logits), -1, output_type=tf.int32)
+        # only its normaliser for the scores. (In a shortlist EOS keeps its id as its column.)
+        column = tf.argmax(_block_eos_before(t, min_length, logits), -1, output_type=tf.int32)
         # The last allowed step emits EOS so every output ends properly.
-        y_new = tf.where(t + 1 >= max_lengths, EOS_ID, y_new)
-        log_prob = tf.gather(logits, y_new, batch_dims=1) - tf.reduce_logsumexp(logits, -1)
+        column = tf.where(t + 1 >= max_lengths, EOS_ID, column)
+        log_prob = tf.gather(logits, column, batch_dims=1) - tf.reduce_logsumexp(logits, -1)
+        y_new = column if targets is None else tf.gather(targets, column)
         scores += tf.where(finished, 0.0, log_prob)
         y_new = tf.where(finished, PAD_ID, y_new)
         lengths += tf.cast(~finished, tf.int32)
@@ -104,12 +109,14 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
 
 
 def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_size: int,
-                length_penalty: float, with_attention: bool = False, min_length: int = 0) -> tuple[tf.Tensor, ...]:
+                length_penalty: float, with_attention: bool = False, min_length: int = 0,
+                targets: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
     """Batched beam search; call inside a ``tf.function``.
 
     Finished hypotheses stay in the beam with a frozen score; the search ends when the best
     hypothesis of every sentence has ended; the final ranking divides each score by
-    ``length ** length_penalty``; EOS is blocked before ``min_length`` tokens. Returns
+    ``length ** length_penalty``; EOS is blocked before ``min_length`` tokens; ``targets``
+    restricts the search to a shortlist, as in :func:`greedy_decode`. Returns
     ``(tokens [B, K, T], lengths [B, K], scores [B, K], attention [B, K, T, S])``, hypotheses
     sorted best first.
     """
@@ -130,14 +137,14 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     seqs = tf.zeros([batch, k, 0], tf.int32)
     attn = tf.zeros([batch, k, 0, src_len], tf.float32)
     y = tf.fill([batch * k], BOS_ID)
-    vocab = model.projection.vocab_size
-    by_column = model.projection.weights_by_column()
+    by_column = model.projection.weights_by_column(targets)
+    vocab = by_column.shape[1] or tf.shape(by_column)[1]  # the whole vocabulary or the shortlist's size
     # Log-probabilities that keep a finished hypothesis as it is: 0 for PAD, -inf elsewhere.
     frozen = tf.concat([tf.zeros([1]), tf.fill([vocab - 1], _NEG_INF)], 0)
 
     def body(t, y, state, scores, finished, lengths, seqs, attn):
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
-        log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden, by_column)), [batch, k, vocab])
+        log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden, by_column, targets)), [batch, k, vocab])
         log_probs = _block_eos_before(t, min_length, log_probs)
         force_eos = (t + 1 >= limits)[:, :, None]
         eos_only = tf.one_hot(EOS_ID, vocab, on_value=0.0, off_value=_NEG_INF)
@@ -146,7 +153,7 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
         flat = tf.reshape(scores[:, :, None] + log_probs, [batch, k * vocab])
         scores, index = tf.math.top_k(flat, k=k)
         beam = index // vocab
-        token = index % vocab
+        token = index % vocab if targets is None else tf.gather(targets, index % vocab)
         gather = lambda x: tf.gather(x, beam, batch_dims=1)  # noqa: E731
         finished = gather(finished)
         lengths = gather(lengths) + tf.cast(~finished, tf.int32)
@@ -163,7 +170,8 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
         # Scores only fall, so once the best hypothesis of every sentence has ended nothing can overtake it.
         lambda t, y, s, sc, finished, *_: tf.logical_and(t < limit, ~tf.reduce_all(finished[:, 0])),
         body, (0, y, state, scores, finished, lengths, seqs, attn),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), state.shape, scores.shape,
+        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None, *state.shape[1:]]),
+                          scores.shape,
                           finished.shape, lengths.shape, tf.TensorShape([None, k, None]),
                           tf.TensorShape([None, k, None, None])),
         maximum_iterations=limit)
@@ -174,25 +182,31 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
 
 
 class Decoder:
-    """Compiled decoding functions of one model (traced once, reused for every batch)."""
+    """Compiled decoding functions of one model (traced once, reused for every batch).
 
-    def __init__(self, model: Seq2Seq, cfg: DecodingConfig) -> None:
-        self.model, self.cfg = model, cfg
-        self._fns: dict[tuple[int, bool], Callable] = {}
+    With a :class:`~nmt.shortlist.Shortlist` every batch is decoded over the target ids its
+    source pieces allow (:meth:`~nmt.shortlist.Shortlist.targets`) instead of the whole vocabulary.
+    """
 
-    def _fn(self, beam: int, with_attention: bool) -> Callable:
-        key = (beam, with_attention)
+    def __init__(self, model: Seq2Seq, cfg: DecodingConfig, shortlist: Shortlist | None = None) -> None:
+        self.model, self.cfg, self.shortlist = model, cfg, shortlist
+        self._fns: dict[tuple[int, bool, bool], Callable] = {}
+
+    def _fn(self, beam: int, with_attention: bool, shortlisted: bool) -> Callable:
+        key = (beam, with_attention, shortlisted)
         if key not in self._fns:
             spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+            if shortlisted:
+                spec.append(tf.TensorSpec([None], tf.int32))
             if beam == 1:
-                def run(src, max_lengths):
+                def run(src, max_lengths, targets=None):
                     tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention,
-                                                                     self.cfg.min_length)
+                                                                     self.cfg.min_length, targets)
                     return tokens[:, None], lengths[:, None], scores[:, None], attention[:, None]
             else:
-                def run(src, max_lengths):
+                def run(src, max_lengths, targets=None):
                     return beam_search(self.model, src, max_lengths, beam, self.cfg.length_penalty, with_attention,
-                                       self.cfg.min_length)
+                                       self.cfg.min_length, targets)
             self._fns[key] = tf.function(run, input_signature=spec)
         return self._fns[key]
 
@@ -201,7 +215,10 @@ class Decoder:
         """Decode a padded batch of source ids (EOS included; ``src_lengths`` without EOS)."""
         beam = beam or self.cfg.beam_size
         max_lengths = max_output_lengths(tf.constant(src_lengths, tf.int32), self.cfg)
-        tokens, lengths, scores, attention = self._fn(beam, with_attention)(tf.constant(src, tf.int32), max_lengths)
+        args = [tf.constant(src, tf.int32), max_lengths]
+        if self.shortlist is not None:
+            args.append(tf.constant(self.shortlist.targets(src)))
+        tokens, lengths, scores, attention = self._fn(beam, with_attention, self.shortlist is not None)(*args)
         return Hypotheses(tokens.numpy(), lengths.numpy(), scores.numpy(),
                           attention.numpy() if with_attention else None)
 

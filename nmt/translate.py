@@ -103,7 +103,13 @@ class Translator:
         self.model = build_model(self.config.model, len(self.src_vocab), len(self.tgt_vocab))
         self.checkpoint_path = find_checkpoint(self.run_dir, checkpoint)
         restore(tf.train.Checkpoint(model=self.model), self.checkpoint_path, partial=True)
-        self.decoder = Decoder(self.model, self.decoding)
+        shortlist = None
+        if self.decoding.shortlist:
+            from nmt.shortlist import shortlist_for_run
+
+            shortlist = shortlist_for_run(self.run_dir, self.config.data.prepared_dir, manifest,
+                                          self.decoding.shortlist_per_source, self.decoding.shortlist_frequent)
+        self.decoder = Decoder(self.model, self.decoding, shortlist)
 
     def translate(self, lines: list[str], beam: int | None = None, n_best: int = 1,
                   with_attention: bool = False) -> list[Translation]:

@@ -5,8 +5,14 @@
    the shapes the reference model's GRU step uses: the machine's practical peak.
 2. nmt's training step in GFLOP/s: FLOPs are counted from the model's shape (every matmul,
    2 FLOPs per multiply-add, forward; backward = 2x forward, so a step is 3x forward) over the
-   batch's padded positions, divided by the measured step time.
-3. With ``--profile N``: where the step's time goes. N more steps run under TensorFlow's
+   batch's padded positions, divided by the measured step time. ``ceiling_tokens_per_second`` is
+   the speed the same FLOPs would give at the matmul peak: no float32 implementation of this
+   model and loss can train faster on this machine.
+3. Greedy decoding of the test split in GFLOP/s, every sentence held to ``--decode-steps``
+   decoder steps (as ``bench_peers.py`` holds every toolkit), batches of ``--decode-batch``:
+   the same FLOP count for the encoder and one teacher-forced position per step, with the
+   full-vocabulary projection; ``ceiling_sentences_per_second`` is the float32 limit.
+4. With ``--profile N``: where the step's time goes. N more steps run under TensorFlow's
    profiler; its trace (the ``.xplane.pb`` it writes) is summed per op type and per top-level
    name scope, in CPU-thread milliseconds per step (both threads counted, so the total is about
    twice the wall time), printed as JSON lines.
@@ -63,8 +69,12 @@ def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0) -> float:
     return statistics.median(rates)
 
 
-def step_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: int) -> float:
-    """FLOPs of one training step (forward + backward) for padded widths ``src_w``, ``tgt_w``."""
+def forward_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: int) -> float:
+    """Matmul FLOPs of one forward pass over padded widths ``src_w``, ``tgt_w``.
+
+    The same count serves greedy decoding of ``tgt_w`` steps (``sampled`` 0): a decoding step runs
+    the matmuls of one teacher-forced position, with the full-vocabulary projection.
+    """
     m = cfg.model
     e, u, d, au, a = m.embedding_dim, m.encoder_units, m.decoder_units, m.attention_units, m.attentional_units
     enc = src_w * 2 * (2 * 3 * u * (e + u))              # both directions: input + recurrent matmuls
@@ -76,8 +86,40 @@ def step_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: int
     scores = tgt_w * src_w * (2 * au + 2 * 2 * u)         # v^T tanh(.) and the context
     attentional = tgt_w * 2 * (d + 2 * u) * a
     out = tgt_w * 2 * a * (sampled + 1 if sampled else vocab)
-    forward = enc + keys + dec + query + scores + attentional + out
-    return 3.0 * batch * forward
+    return float(batch * (enc + keys + dec + query + scores + attentional + out))
+
+
+def step_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: int) -> float:
+    """FLOPs of one training step for padded widths ``src_w``, ``tgt_w``: backward = 2x forward."""
+    return 3.0 * forward_flops(cfg, src_w, tgt_w, batch, vocab, sampled)
+
+
+def greedy_decode_rate(cfg, model, split, vocab: int, batch: int, steps: int, repeats: int) -> dict:
+    """Greedy decoding of a held-out split at exactly ``steps`` decoder steps per sentence, as
+    bench_peers.py holds every toolkit to: median sentences/s of ``repeats`` passes and the
+    matmul FLOPs done per pass (encoder, keys and ``steps`` decoder steps of every batch)."""
+    import numpy as np
+
+    from nmt.config import DecodingConfig
+    from nmt.decoding import Decoder, translate_ids
+
+    decoder = Decoder(model, DecodingConfig(max_length_a=0.0, max_length_b=steps, min_length=steps - 1,
+                                            batch_size=batch))
+    offsets = split.src_offsets
+    sentences = [split.src_ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
+    translate_ids(decoder, sentences[:batch], batch)  # trace the decoder once
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = translate_ids(decoder, sentences, batch)
+        times.append(time.perf_counter() - start)
+    if any(len(r[0][0]) != steps - 1 for r in results):  # steps - 1 pieces, then EOS
+        raise SystemExit("bench_limit: greedy decoding did not run exactly the forced number of steps")
+    order = np.argsort([len(s) for s in sentences], kind="stable")  # translate_ids' batches
+    flops = sum(forward_flops(cfg, max(len(sentences[i]) for i in order[k:k + batch]) + 1, steps,
+                              len(order[k:k + batch]), vocab, 0) for k in range(0, len(order), batch))
+    seconds = statistics.median(times)
+    return {"sentences": len(sentences), "seconds": seconds, "flops": flops}
 
 
 def profile_steps(step, batches, logdir: Path, top: int = 12) -> list[dict]:
@@ -128,6 +170,10 @@ def main() -> None:
     parser.add_argument("--num-sampled", type=int, default=0)
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="profile N more steps (0: no)")
+    parser.add_argument("--decode-steps", type=int, default=30, metavar="T",
+                        help="greedy decoding of the test split at exactly T decoder steps per sentence (0: skip)")
+    parser.add_argument("--decode-batch", type=int, default=64)
+    parser.add_argument("--decode-repeats", type=int, default=3)
     args = parser.parse_args()
     import numpy as np
     import tensorflow as tf
@@ -175,7 +221,23 @@ def main() -> None:
                       "num_sampled": sampled, "steps": steps, "target_tokens_per_second": round(tokens / seconds),
                       "padding_share": round(1 - tokens / padded, 3), "gflop_per_step": round(flops / steps / 1e9, 2),
                       "achieved_gflops": round(achieved, 1), "matmul_peak_gflops": round(peak, 1),
-                      "fraction_of_peak": round(achieved / peak, 3), **info}), flush=True)
+                      "fraction_of_peak": round(achieved / peak, 3),
+                      "ceiling_tokens_per_second": round(tokens / seconds * peak / achieved), **info}), flush=True)
+    if args.decode_steps:
+        test = trainer.data.split("test")
+        if args.quick:
+            test.src_offsets = test.src_offsets[:2 * args.decode_batch + 1]
+        d = greedy_decode_rate(cfg, trainer.model, test, vocab, args.decode_batch, args.decode_steps,
+                               args.decode_repeats)
+        rate = d["flops"] / d["seconds"] / 1e9
+        print(json.dumps({"bench": "greedy_decode_flops", "vocab": vocab, "sentences": d["sentences"],
+                          "batch": args.decode_batch, "decoder_steps": args.decode_steps,
+                          "sentences_per_second": round(d["sentences"] / d["seconds"], 1),
+                          "gflop_per_sentence": round(d["flops"] / d["sentences"] / 1e9, 3),
+                          "achieved_gflops": round(rate, 1), "matmul_peak_gflops": round(peak, 1),
+                          "fraction_of_peak": round(rate / peak, 3),
+                          "ceiling_sentences_per_second": round(d["sentences"] / d["seconds"] * peak / rate),
+                          **info}), flush=True)
     if profiled:
         for row in profile_steps(trainer._train_step, profiled, work / "profile_limit"):
             print(json.dumps({**row, "loss": "sampled" if sampled else "full", **info}), flush=True)

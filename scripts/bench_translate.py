@@ -13,6 +13,9 @@ source pieces); its outputs are compared with ``nmt translate``'s.
 
     python scripts/bench_translate.py --model runs/multi30k_en_de --src ../shared/data/multi30k/test2016.en
     python scripts/bench_translate.py --quick      # trains a tiny model on the bundled sample first (< 1 minute)
+
+The last rows decode over the run's lexical shortlist (``decoding.shortlist``), alternated with the
+whole vocabulary in the same process; ``--ref`` adds BLEU of both.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-sentences", type=int, default=30)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--ref", help="reference translations of --src: BLEU with and without the shortlist")
+    parser.add_argument("--no-shortlist", action="store_true", help="skip the shortlist rows")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     args = parser.parse_args()
     from nmt.sysinfo import machine
@@ -131,6 +136,40 @@ def main() -> None:
                       "outputs_equal_to_compiled_greedy": f"{same}/{len(subset)}",
                       "speedup_of_nmt_greedy": round(greedy_rate / rate, 1) if greedy_rate else None}), flush=True)
     bench_export(translator, lines, reference, args.repeats, Path(args.work), common)
+    if not args.no_shortlist:
+        bench_shortlist(translator, Translator(run_dir, shortlist=True), lines, args, common)
+
+
+def bench_shortlist(full, listed, lines: list[str], args, common: dict) -> None:
+    """Decoding over the run's lexical shortlist against the whole vocabulary, alternated in one
+    process: speed-up, outputs equal to the full vocabulary's and, with ``--ref``, BLEU of both."""
+    import numpy as np
+    import sacrebleu
+
+    refs = Path(args.ref).read_text(encoding="utf-8").splitlines() if args.ref else None
+    size = [len(listed.decoder.shortlist.targets(np.array(ids)[None])) for ids in listed.src_vocab.encode(lines[:200])]
+    for beam in args.beams:
+        listed.translate(lines[:64], beam=beam)
+        times = {"full": [], "listed": []}
+        for _ in range(args.repeats):
+            for name, tr in (("full", full), ("listed", listed)):
+                start = time.perf_counter()
+                out = [t.text for t in tr.translate(lines, beam=beam)]
+                times[name].append(time.perf_counter() - start)
+                if name == "full":
+                    full_out = out
+        secs, full_secs = statistics.median(times["listed"]), statistics.median(times["full"])
+        row = {**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}, shortlist "
+               f"{listed.decoding.shortlist_per_source}/{listed.decoding.shortlist_frequent}",
+               "sentences_per_second": round(len(lines) / secs, 1),
+               "full_vocabulary_sentences_per_second": round(len(lines) / full_secs, 1),
+               "speedup_vs_full_vocabulary": round(full_secs / secs, 2),
+               "outputs_equal_to_full_vocabulary": f"{sum(a == b for a, b in zip(out, full_out))}/{len(lines)}",
+               "median_shortlist_size_one_sentence": int(np.median(size)), "vocab": len(listed.tgt_vocab)}
+        if refs:
+            row.update(bleu=round(sacrebleu.corpus_bleu(out, [refs]).score, 2),
+                       full_vocabulary_bleu=round(sacrebleu.corpus_bleu(full_out, [refs]).score, 2))
+        print(json.dumps(row), flush=True)
 
 
 def bench_export(translator, lines: list[str], reference: dict, repeats: int, work: Path, common: dict) -> None:

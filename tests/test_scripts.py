@@ -38,7 +38,12 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         assert all(r["tokens_per_second"] > 0 for r in rows)
     elif script == "bench_limit.py":
         step = next(r for r in rows if r["bench"] == "train_step_flops")
-        assert 0 < step["fraction_of_peak"] and step["achieved_gflops"] > 0
+        assert 0 < step["fraction_of_peak"] < 1 and step["achieved_gflops"] > 0
+        assert step["ceiling_tokens_per_second"] > step["target_tokens_per_second"]
+        decode = next(r for r in rows if r["bench"] == "greedy_decode_flops")  # held to exactly 30 steps
+        assert (decode["sentences"], decode["decoder_steps"]) == (100, 30)
+        assert 0 < decode["fraction_of_peak"] < 1
+        assert decode["ceiling_sentences_per_second"] > decode["sentences_per_second"] > 0
         profile = [r for r in rows if r["bench"] == "step_profile"]
         assert profile[0]["group"] == "total" and profile[0]["cpu_ms_per_step"] > 0
         op_types = {r["name"] for r in profile if r["group"] == "op_type"}
@@ -47,7 +52,11 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         methods = [r["method"] for r in rows]
         assert methods[:2] == ["nmt greedy", "nmt beam 5"] and "baseline" in methods[2]
         assert rows[2]["outputs_equal_to_compiled_greedy"] == "5/5"
-        exported = rows[3:]
+        listed = [r for r in rows if "shortlist" in r["method"]]
+        assert [r["method"] for r in listed] == ["nmt greedy, shortlist 10/100", "nmt beam 5, shortlist 10/100"]
+        assert all(r["sentences_per_second"] > 0 and r["speedup_vs_full_vocabulary"] > 0 for r in listed)
+        assert all(0 < r["median_shortlist_size_one_sentence"] <= r["vocab"] for r in listed)
+        exported = [r for r in rows[3:] if r not in listed]
         if exported[0].get("skipped"):
             pytest.skip("tensorflow-text is not installed")
         assert len(exported) == 4 and all(r["sentences_per_second"] > 0 for r in exported)

@@ -37,21 +37,31 @@ class OutputProjection(keras.layers.Layer):
         """The projection as a [vocab, hidden] matrix (rows are gathered by the sampled loss)."""
         return self.tied_embedding.embeddings if self.tied_embedding is not None else self.kernel
 
-    def weights_by_column(self) -> tf.Tensor:
+    def weights_by_column(self, targets: tf.Tensor | None = None) -> tf.Tensor:
         """The projection as a [hidden, vocab] matrix: a transpose made once per decoded batch.
 
         A decoding step multiplies only a few rows ([B, H]); there ``matmul(transpose_b=True)``
         on the [vocab, hidden] kernel measured 2.3x slower than a plain matmul on this copy.
+        ``targets`` (ids [C]) keeps those columns only, in that order: a shortlist's [hidden, C].
         """
-        return tf.transpose(self.weights_by_row())
+        rows = self.weights_by_row()
+        return tf.transpose(rows if targets is None else tf.gather(rows, targets))
 
-    def call(self, hidden: tf.Tensor, by_column: tf.Tensor | None = None) -> tf.Tensor:
-        """Logits [..., V] in float32; ``by_column`` is :meth:`weights_by_column`, if made already."""
+    def call(self, hidden: tf.Tensor, by_column: tf.Tensor | None = None,
+             targets: tf.Tensor | None = None) -> tf.Tensor:
+        """Logits [..., V] in float32; ``by_column`` is :meth:`weights_by_column`, if made already.
+
+        With ``targets`` (ids [C]; ``by_column`` made with the same ids) the logits [..., C] of
+        those targets only.
+        """
+        if by_column is None:
+            by_column = None if targets is None else self.weights_by_column(targets)
         if by_column is None:
             logits = matmul_last(hidden, tf.cast(self.weights_by_row(), hidden.dtype), transpose_b=True)
         else:
             logits = matmul_last(hidden, tf.cast(by_column, hidden.dtype))
-        return tf.cast(logits, tf.float32) + tf.cast(self.bias, tf.float32)  # autocast makes the bias 16-bit
+        bias = self.bias if targets is None else tf.gather(self.bias, targets)
+        return tf.cast(logits, tf.float32) + tf.cast(bias, tf.float32)  # autocast makes the bias 16-bit
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size}
@@ -105,9 +115,11 @@ class Seq2Seq(keras.Model):
         memory, keys, mask, state = self.encode(src, training=training)
         return self.decoder(tgt_in, memory, keys, mask, state, training=training)
 
-    def logits(self, hidden: tf.Tensor, by_column: tf.Tensor | None = None) -> tf.Tensor:
-        """Full-vocabulary logits (float32) of attentional hidden states (see :class:`OutputProjection`)."""
-        return self.projection(hidden, by_column)
+    def logits(self, hidden: tf.Tensor, by_column: tf.Tensor | None = None,
+               targets: tf.Tensor | None = None) -> tf.Tensor:
+        """Logits (float32) of attentional hidden states over the whole vocabulary, or over the
+        ``targets`` ids of a shortlist (see :class:`OutputProjection`)."""
+        return self.projection(hidden, by_column, targets)
 
     def get_config(self) -> dict:
         return dict(self.settings)
