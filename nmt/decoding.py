@@ -229,6 +229,13 @@ def strip(tokens: np.ndarray) -> list[int]:
     return tokens[: ends[0] if len(ends) else len(tokens)].tolist()
 
 
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[np.ndarray]:
+    """Row indices of the batches :func:`translate_ids` decodes: sentences sorted by length
+    (stable), ``batch_size`` at a time, so each batch pads little."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int, beam: int | None = None,
                   n_best: int = 1, with_attention: bool = False
                   ) -> list[list[tuple[list[int], float, np.ndarray | None]]]:
@@ -237,10 +244,8 @@ def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int,
     Returns, per sentence, up to ``n_best`` ``(ids without EOS, score, attention [T, S] or None)``;
     the attention rows cover the output tokens and EOS, the columns the source pieces and EOS.
     """
-    order = np.argsort([len(s) for s in sentences], kind="stable")
     results: list = [None] * len(sentences)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
+    for rows in length_sorted_batches([len(s) for s in sentences], batch_size):
         lengths = np.array([len(sentences[i]) for i in rows], np.int32)
         width = int(lengths.max()) + 1
         src = np.zeros((len(rows), width), np.int32)

@@ -98,10 +98,8 @@ def greedy_decode_rate(cfg, model, split, vocab: int, batch: int, steps: int, re
     """Greedy decoding of a held-out split at exactly ``steps`` decoder steps per sentence, as
     bench_peers.py holds every toolkit to: median sentences/s of ``repeats`` passes and the
     matmul FLOPs done per pass (encoder, keys and ``steps`` decoder steps of every batch)."""
-    import numpy as np
-
     from nmt.config import DecodingConfig
-    from nmt.decoding import Decoder, translate_ids
+    from nmt.decoding import Decoder, length_sorted_batches, translate_ids
 
     decoder = Decoder(model, DecodingConfig(max_length_a=0.0, max_length_b=steps, min_length=steps - 1,
                                             batch_size=batch))
@@ -115,9 +113,8 @@ def greedy_decode_rate(cfg, model, split, vocab: int, batch: int, steps: int, re
         times.append(time.perf_counter() - start)
     if any(len(r[0][0]) != steps - 1 for r in results):  # steps - 1 pieces, then EOS
         raise SystemExit("bench_limit: greedy decoding did not run exactly the forced number of steps")
-    order = np.argsort([len(s) for s in sentences], kind="stable")  # translate_ids' batches
-    flops = sum(forward_flops(cfg, max(len(sentences[i]) for i in order[k:k + batch]) + 1, steps,
-                              len(order[k:k + batch]), vocab, 0) for k in range(0, len(order), batch))
+    flops = sum(forward_flops(cfg, max(len(sentences[i]) for i in rows) + 1, steps, len(rows), vocab, 0)
+                for rows in length_sorted_batches([len(s) for s in sentences], batch))
     seconds = statistics.median(times)
     return {"sentences": len(sentences), "seconds": seconds, "flops": flops}
 
@@ -224,11 +221,8 @@ def main() -> None:
                       "fraction_of_peak": round(achieved / peak, 3),
                       "ceiling_tokens_per_second": round(tokens / seconds * peak / achieved), **info}), flush=True)
     if args.decode_steps:
-        test = trainer.data.split("test")
-        if args.quick:
-            test.src_offsets = test.src_offsets[:2 * args.decode_batch + 1]
-        d = greedy_decode_rate(cfg, trainer.model, test, vocab, args.decode_batch, args.decode_steps,
-                               args.decode_repeats)
+        d = greedy_decode_rate(cfg, trainer.model, trainer.data.split("test"), vocab, args.decode_batch,
+                               args.decode_steps, args.decode_repeats)
         rate = d["flops"] / d["seconds"] / 1e9
         print(json.dumps({"bench": "greedy_decode_flops", "vocab": vocab, "sentences": d["sentences"],
                           "batch": args.decode_batch, "decoder_steps": args.decode_steps,

@@ -54,8 +54,8 @@ class OutputProjection(keras.layers.Layer):
         With ``targets`` (ids [C]; ``by_column`` made with the same ids) the logits [..., C] of
         those targets only.
         """
-        if by_column is None:
-            by_column = None if targets is None else self.weights_by_column(targets)
+        if by_column is None and targets is not None:
+            by_column = self.weights_by_column(targets)
         if by_column is None:
             logits = matmul_last(hidden, tf.cast(self.weights_by_row(), hidden.dtype), transpose_b=True)
         else:
