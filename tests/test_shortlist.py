@@ -88,3 +88,26 @@ def test_cli_builds_the_shortlist_once_and_errors_cleanly(trained_run, tmp_path)
     assert r.stderr.count("\n") == 1
     r = invoke("translate", "--model", str(run), input="Thanks.\n")  # without a shortlist the run still works
     assert r.exit_code == 0 and r.stdout.count("\n") == 1
+
+
+def test_bad_shortlist_files_and_foreign_prepared_data_give_one_line_errors(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    saved = run / "shortlist_10_100.npz"
+
+    def fails_with(message: str) -> None:
+        r = invoke("translate", "--model", str(run), "--shortlist", input="Thanks.\n")
+        assert r.exit_code == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.output
+        assert "Traceback" not in r.output and r.stdout == ""
+
+    saved.write_bytes(b"not a numpy archive")
+    fails_with("shortlist_10_100.npz: unreadable shortlist")
+    Shortlist(np.zeros((8, 3), np.int32), np.zeros(0, np.int32)).save(saved)  # 3 per source, not 10
+    fails_with("shortlist_10_100.npz: a shortlist of other settings")
+    saved.unlink()
+    manifest = run / "manifest.json"
+    text = manifest.read_text()
+    digest = text.split('"train/tgt.ids": "')[1][:64]
+    manifest.write_text(text.replace(digest, "0" * 64))  # the run now says it was trained on other data
+    fails_with("not the prepared data this run was trained on")
+    assert not saved.exists()
