@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--ref", help="reference translations of --src: BLEU with and without the shortlist")
     parser.add_argument("--no-shortlist", action="store_true", help="skip the shortlist rows")
+    parser.add_argument("--shortlist-per-source", type=int, help="shortlist setting (default: the run's config)")
+    parser.add_argument("--shortlist-frequent", type=int, help="shortlist setting (default: the run's config)")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     args = parser.parse_args()
     from nmt.sysinfo import machine
@@ -137,7 +139,9 @@ def main() -> None:
                       "speedup_of_nmt_greedy": round(greedy_rate / rate, 1) if greedy_rate else None}), flush=True)
     bench_export(translator, lines, reference, args.repeats, Path(args.work), common)
     if not args.no_shortlist:
-        bench_shortlist(translator, Translator(run_dir, shortlist=True), lines, args, common)
+        listed = Translator(run_dir, shortlist=True, shortlist_per_source=args.shortlist_per_source,
+                            shortlist_frequent=args.shortlist_frequent)
+        bench_shortlist(translator, listed, lines, args, common)
 
 
 def bench_shortlist(full, listed, lines: list[str], args, common: dict) -> None:
