@@ -20,8 +20,12 @@ tokens with EOS. After training, each toolkit greedy-decodes test2016 (1,000 sen
 same work. JoeyNMT 2.3.0 does not pass its min_output_length on to its search, so the script runs
 its translate command through a small driver that does (JOEY_TRANSLATE below) and counts its decoder
 steps: the run stops with an error unless JoeyNMT ran exactly 30 per batch. Decoding time with
-model load excluded is (wall time for test2016) - (wall time for a one-line input), the same rule
-for all; output lengths are printed as a check.
+model load excluded is (median wall time for test2016) - (median wall time for a one-line input),
+the two alternated --decode-repeats times, the same rule for all; output lengths are printed as a
+check. nmt's row is decoded a second time over a lexical shortlist (``nmt translate --shortlist``,
+same checkpoint, same forced 30 steps) and reported as "nmt (shortlist decoding)"; the peers
+always decode over the whole vocabulary (neither has a shortlist; OpenNMT's vocabulary map
+belongs to its CTranslate2 engine, not to OpenNMT-tf).
 
 The peers are installed from PyPI into their own virtual environments under --venvs
 (created on first use, several GB for PyTorch and TensorFlow 2.13):
@@ -44,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -128,6 +133,17 @@ def run(cmd: list[str], env: dict, log: Path, stdin: Path | None = None, stdout:
     return seconds
 
 
+def decode_time(full: Callable[[], float], one: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """Decoding time with model load excluded: ``(median wall time for test2016 - median wall time for a
+    one-line input, the latter)``, the two runs alternated ``repeats`` times (one pair alone is at
+    the mercy of this machine's noise: the difference of two ~10 s process times)."""
+    fulls, ones = [], []
+    for _ in range(repeats):
+        fulls.append(full())
+        ones.append(one())
+    return statistics.median(fulls) - statistics.median(ones), statistics.median(ones)
+
+
 def thread_env(threads: int) -> dict:
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -193,7 +209,9 @@ def count_pieces(path: Path) -> float:
 # --- nmt -------------------------------------------------------------------------------------
 
 def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
-              threads: int, env: dict) -> dict:
+              threads: int, env: dict, decode_repeats: int, shortlist: bool = False) -> dict:
+    """Train nmt for ``warmup + steps`` steps and greedy-decode test2016 with the last checkpoint
+    (and, with ``shortlist``, once more over a lexical shortlist)."""
     import yaml
 
     run_dir = work / f"nmt_{placement}_{num_sampled}"
@@ -216,9 +234,23 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
     pieces = work / "pieces"
     hyp = work / f"nmt_{placement}.hyp"
     cmd = [*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces"]
-    full = run([*cmd, "--input", str(pieces / "test_raw.en"), "--output", str(hyp)], env, log)
-    one = run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log)
-    result.update(decode_seconds=full - one, load_seconds=one, hyp_pieces=count_pieces(hyp))
+    seconds, load = decode_time(
+        lambda: run([*cmd, "--input", str(pieces / "test_raw.en"), "--output", str(hyp)], env, log),
+        lambda: run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log),
+        decode_repeats)
+    result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=count_pieces(hyp))
+    if shortlist:
+        # The same checkpoint decoded over a lexical shortlist (--shortlist). Its table is built from
+        # the training data once per run directory (about 1 s) by an untimed first call, then the
+        # same subtraction as above.
+        cmd = [*cmd, "--shortlist"]
+        run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log)
+        hyp = work / f"nmt_{placement}_shortlist.hyp"
+        seconds, _ = decode_time(
+            lambda: run([*cmd, "--input", str(pieces / "test_raw.en"), "--output", str(hyp)], env, log),
+            lambda: run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log),
+            decode_repeats)
+        result.update(shortlist_decode_seconds=seconds, shortlist_hyp_pieces=count_pieces(hyp))
     return result
 
 
@@ -253,7 +285,8 @@ def joey_config(work: Path, steps: int, threads: int) -> dict:
     }
 
 
-def joey_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, env: dict) -> dict:
+def joey_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, env: dict,
+               decode_repeats: int) -> dict:
     import yaml
 
     cfg = joey_config(work, warmup + steps, threads)
@@ -275,21 +308,29 @@ def joey_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, 
     driver.write_text(JOEY_TRANSLATE)
     cmd = [str(python), str(driver), str(cfg_path)]
     # translate's -o fails in 2.3.0 ('BaseConfig' object has no attribute 'n_best'): read stdout instead
-    full = run(cmd, env, log, stdin=work / "pieces" / "test.en", stdout=hyp)
-    count = json.loads(re.findall(r"bench_peers decoder steps (.*)", log.read_text())[-1])
-    if count["decoder_steps"] != DECODE_STEPS * count["batches"]:
-        sys.exit(f"bench_peers: JoeyNMT ran {count['decoder_steps']} decoder steps in {count['batches']} "
-                 f"batches, not {DECODE_STEPS} each; see {log}")
-    one = run(cmd, env, log, stdin=work / "pieces" / "one.en", stdout=work / "joey_one.hyp")
+
+    def full() -> float:
+        seconds = run(cmd, env, log, stdin=work / "pieces" / "test.en", stdout=hyp)
+        count = json.loads(re.findall(r"bench_peers decoder steps (.*)", log.read_text())[-1])
+        if count["decoder_steps"] != DECODE_STEPS * count["batches"]:
+            sys.exit(f"bench_peers: JoeyNMT ran {count['decoder_steps']} decoder steps in {count['batches']} "
+                     f"batches, not {DECODE_STEPS} each; see {log}")
+        return seconds
+
+    seconds, load = decode_time(full, lambda: run(cmd, env, log, stdin=work / "pieces" / "one.en",
+                                                  stdout=work / "joey_one.hyp"), decode_repeats)
+    # JoeyNMT's own "Generation took" of the test2016 runs (every other line, the one-line runs between)
     gen = re.findall(r"Generation took ([\d.]+)\[sec\]", (work / "joey_run" / "translate.log").read_text())
-    result.update(decode_seconds=full - one, load_seconds=one, hyp_pieces=count_pieces(hyp),
-                  own_generation_seconds=float(gen[-2]) if len(gen) >= 2 else None)
+    own = [float(g) for g in gen[-2 * decode_repeats::2]]
+    result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=count_pieces(hyp),
+                  own_generation_seconds=statistics.median(own) if own else None)
     return result
 
 
 # --- OpenNMT-tf ------------------------------------------------------------------------------
 
-def onmt_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, env: dict) -> dict:
+def onmt_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, env: dict,
+               decode_repeats: int) -> dict:
     import yaml
 
     pieces = work / "pieces"
@@ -318,11 +359,35 @@ def onmt_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, 
     result = {"train_tokens_per_second": median_after(found, warmup)}
     hyp = work / "onmt.hyp"
     cmd = [*onmt_main, "infer"]
-    full = run([*cmd, "--features_file", str(pieces / "test.en"), "--predictions_file", str(hyp)], env, log)
-    one = run([*cmd, "--features_file", str(pieces / "one.en"), "--predictions_file", str(work / "onmt_one.hyp")],
-              env, log)
-    result.update(decode_seconds=full - one, load_seconds=one, hyp_pieces=count_pieces(hyp))
+    seconds, load = decode_time(
+        lambda: run([*cmd, "--features_file", str(pieces / "test.en"), "--predictions_file", str(hyp)], env, log),
+        lambda: run([*cmd, "--features_file", str(pieces / "one.en"), "--predictions_file",
+                     str(work / "onmt_one.hyp")], env, log),
+        decode_repeats)
+    result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=count_pieces(hyp))
     return result
+
+
+def markdown_table(table: dict[str, dict]) -> str:
+    """The medians as a Markdown table, with nmt's (post, sampled) speed-up over each row when nmt ran.
+
+    A row with ``training_of`` (decoded differently, trained in the row it names) has no training figures.
+    """
+    base = table.get("nmt")
+    lines = ["| toolkit | train target tok/s | greedy test2016 sent/s | load s | mean output pieces |"
+             + (" nmt (post, sampled) speed-up train / decode |" if base else ""),
+             "|---|---|---|---|---|" + ("---|" if base else "")]
+    for name, row in table.items():
+        derived = "training_of" in row
+        train = f"(as {row['training_of']})" if derived else f"{row['train_tokens_per_second']:,}"
+        ratio = ""
+        if base:
+            train_ratio = "-" if derived else f"{base['train_tokens_per_second'] / row['train_tokens_per_second']:.2f}x"
+            decode_ratio = base["greedy_sentences_per_second"] / row["greedy_sentences_per_second"]
+            ratio = f" {train_ratio} / {decode_ratio:.2f}x |"
+        lines.append(f"| {name} | {train} | {row['greedy_sentences_per_second']:,} | "
+                     f"{row['load_seconds']} | {row['hyp_pieces']} |{ratio}")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -331,6 +396,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="measured steps after the warm-up")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--decode-repeats", type=int, default=3,
+                        help="alternated (test2016, one line) decoding pairs per toolkit and repeat; medians")
     parser.add_argument("--toolkits", nargs="+", default=["nmt", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf"])
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
@@ -352,12 +419,13 @@ def main() -> None:
         pythons["opennmt-tf"] = ensure_venv(venvs / "opennmt-tf", [["tensorflow==2.13.1", "opennmt-tf==2.32.0"]])
     print(json.dumps({"machine": machine(), "threads": args.threads, **info}), flush=True)
 
+    common = (args.steps, args.warmup, args.threads, env, args.decode_repeats)
     runners = {
-        "nmt": lambda: nmt_bench(prep, work, "post", 1024, args.steps, args.warmup, args.threads, env),
-        "nmt-feed": lambda: nmt_bench(prep, work, "feed", 1024, args.steps, args.warmup, args.threads, env),
-        "nmt-full": lambda: nmt_bench(prep, work, "post", 0, args.steps, args.warmup, args.threads, env),
-        "joeynmt": lambda: joey_bench(pythons["joeynmt"], work, args.steps, args.warmup, args.threads, env),
-        "opennmt-tf": lambda: onmt_bench(pythons["opennmt-tf"], work, args.steps, args.warmup, args.threads, env),
+        "nmt": lambda: nmt_bench(prep, work, "post", 1024, *common, shortlist=True),
+        "nmt-feed": lambda: nmt_bench(prep, work, "feed", 1024, *common),
+        "nmt-full": lambda: nmt_bench(prep, work, "post", 0, *common),
+        "joeynmt": lambda: joey_bench(pythons["joeynmt"], work, *common),
+        "opennmt-tf": lambda: onmt_bench(pythons["opennmt-tf"], work, *common),
     }
     results: dict[str, list[dict]] = {name: [] for name in args.toolkits}
     for repeat in range(args.repeats):
@@ -377,16 +445,15 @@ def main() -> None:
                        "load_seconds": round(statistics.median(r["load_seconds"] for r in rows), 1),
                        "hyp_pieces": round(statistics.median(r["hyp_pieces"] for r in rows), 1)}
         print(json.dumps({"toolkit": name, "median_of": len(rows), **table[name]}), flush=True)
-    base = table.get("nmt")
-    print("\n| toolkit | train target tok/s | greedy test2016 sent/s | load s | mean output pieces |"
-          + (" nmt (post, sampled) speed-up train / decode |" if base else ""))
-    print("|---|---|---|---|---|" + ("---|" if base else ""))
-    for name, row in table.items():
-        ratio = (f" {base['train_tokens_per_second'] / row['train_tokens_per_second']:.2f}x / "
-                 f"{base['greedy_sentences_per_second'] / row['greedy_sentences_per_second']:.2f}x |") if base else ""
-        print(f"| {name} | {row['train_tokens_per_second']:,} | {row['greedy_sentences_per_second']:,} | "
-              f"{row['load_seconds']} | {row['hyp_pieces']} |{ratio}")
-
+        if "shortlist_decode_seconds" in rows[0]:  # the same runs, decoded over a shortlist
+            dec = statistics.median(r["shortlist_decode_seconds"] for r in rows)
+            table[f"{name} (shortlist decoding)"] = {
+                **table[name], "greedy_sentences_per_second": round(test_sentences / dec),
+                "hyp_pieces": round(statistics.median(r["shortlist_hyp_pieces"] for r in rows), 1),
+                "training_of": name}
+            print(json.dumps({"toolkit": f"{name} (shortlist decoding)", "median_of": len(rows),
+                              **table[f"{name} (shortlist decoding)"]}), flush=True)
+    print("\n" + markdown_table(table))
 
 if __name__ == "__main__":
     main()

@@ -65,3 +65,29 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         same_batches = [r for r in exported if "nmt translate's order" in r["method"]]
         assert len(same_batches) == 2 and all(r["outputs_equal_to_nmt_translate"] == "100/100" for r in same_batches)
         assert all(int(r["outputs_equal_to_nmt_translate"].split("/")[0]) >= 95 for r in exported)
+
+
+def test_peers_report_leaves_decoding_only_rows_out_of_training(capsys, tmp_path):
+    """bench_peers.py's shortlist row reuses nmt's training run: in its table and its plot it has
+    decoding figures only."""
+    medians = [{"toolkit": "nmt", "median_of": 3, "train_tokens_per_second": 8000, "greedy_sentences_per_second": 440},
+               {"toolkit": "nmt (shortlist decoding)", "median_of": 3, "train_tokens_per_second": 8000,
+                "greedy_sentences_per_second": 595, "training_of": "nmt"},
+               {"toolkit": "joeynmt", "median_of": 3, "train_tokens_per_second": 1000,
+                "greedy_sentences_per_second": 135}]
+    jsonl = tmp_path / "peers.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in [{"toolkit": "nmt", "repeat": 0}, *medians]) + "| table |\n")
+    argv, sys.argv = sys.argv, ["plot_peers.py", str(jsonl), "--out", str(tmp_path / "peers.png")]
+    try:
+        runpy.run_path(str(ROOT / "scripts" / "plot_peers.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert out["bars"] == {"train_tokens_per_second": ["nmt", "joeynmt"],
+                           "greedy_sentences_per_second": ["nmt", "nmt (shortlist decoding)", "joeynmt"]}
+    assert (tmp_path / "peers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown_table = runpy.run_path(str(ROOT / "scripts" / "bench_peers.py"))["markdown_table"]
+    table = {r["toolkit"]: {**r, "load_seconds": 1.0, "hyp_pieces": 30.0} for r in medians}
+    lines = markdown_table(table).splitlines()
+    assert lines[3] == "| nmt (shortlist decoding) | (as nmt) | 595 | 1.0 | 30.0 | - / 0.74x |"
+    assert lines[4] == "| joeynmt | 1,000 | 135 | 1.0 | 30.0 | 8.00x / 3.26x |"
