@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nmt.dataset import Split
-from nmt.errors import InputError
+from nmt.dataset import PreparedData, Split
+from nmt.errors import InputError, NmtError
 from nmt.fileio import atomic_open
 from nmt.vocab import EOS_ID
 
@@ -103,9 +103,6 @@ def shortlist_for_run(run_dir: str | Path, prepared_dir: str | Path, run_manifes
     """The shortlist of a run directory: ``RUN/shortlist_{per_source}_{frequent}.npz``, built on first
     use from the prepared training data the run was trained on (checked against the run's copy
     of its manifest) and saved there when the directory is writable."""
-    from nmt.dataset import PreparedData
-    from nmt.errors import NmtError
-
     path = Path(run_dir) / f"shortlist_{per_source}_{frequent}.npz"
     if path.is_file():
         shortlist = Shortlist.load(path)

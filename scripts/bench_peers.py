@@ -232,25 +232,26 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
     tps = median_after([(r["step"], r["tokens_per_second"]) for r in rows if r["kind"] == "train"], warmup)
     result = {"train_tokens_per_second": tps}
     pieces = work / "pieces"
-    hyp = work / f"nmt_{placement}.hyp"
-    cmd = [*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces"]
-    seconds, load = decode_time(
-        lambda: run([*cmd, "--input", str(pieces / "test_raw.en"), "--output", str(hyp)], env, log),
-        lambda: run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log),
-        decode_repeats)
-    result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=count_pieces(hyp))
+    translate = [*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces"]
+
+    def one_line(cmd: list[str]) -> float:
+        return run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log)
+
+    def timed(cmd: list[str], hyp: Path) -> tuple[float, float, float]:
+        """``(decoding seconds, load seconds, mean output pieces)`` of ``cmd`` on test2016."""
+        seconds, load = decode_time(lambda: run([*cmd, "--input", str(pieces / "test_raw.en"), "--output", str(hyp)],
+                                                env, log), lambda: one_line(cmd), decode_repeats)
+        return seconds, load, count_pieces(hyp)
+
+    seconds, load, out_pieces = timed(translate, work / f"nmt_{placement}.hyp")
+    result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=out_pieces)
     if shortlist:
         # The same checkpoint decoded over a lexical shortlist (--shortlist). Its table is built from
         # the training data once per run directory (about 1 s) by an untimed first call, then the
         # same subtraction as above.
-        cmd = [*cmd, "--shortlist"]
-        run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log)
-        hyp = work / f"nmt_{placement}_shortlist.hyp"
-        seconds, _ = decode_time(
-            lambda: run([*cmd, "--input", str(pieces / "test_raw.en"), "--output", str(hyp)], env, log),
-            lambda: run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log),
-            decode_repeats)
-        result.update(shortlist_decode_seconds=seconds, shortlist_hyp_pieces=count_pieces(hyp))
+        one_line([*translate, "--shortlist"])
+        seconds, _, out_pieces = timed([*translate, "--shortlist"], work / f"nmt_{placement}_shortlist.hyp")
+        result.update(shortlist_decode_seconds=seconds, shortlist_hyp_pieces=out_pieces)
     return result
 
 
