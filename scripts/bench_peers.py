@@ -403,6 +403,9 @@ def main() -> None:
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
     args = parser.parse_args()
+    for name in ("repeats", "steps", "decode_repeats"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
     from nmt.sysinfo import machine
 

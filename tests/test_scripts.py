@@ -91,3 +91,18 @@ def test_peers_report_leaves_decoding_only_rows_out_of_training(capsys, tmp_path
     lines = markdown_table(table).splitlines()
     assert lines[3] == "| nmt (shortlist decoding) | (as nmt) | 595 | 1.0 | 30.0 | - / 0.74x |"
     assert lines[4] == "| joeynmt | 1,000 | 135 | 1.0 | 30.0 | 8.00x / 3.26x |"
+
+
+@pytest.mark.parametrize("option", ["--decode-repeats", "--repeats", "--steps"])
+def test_bench_peers_rejects_zero_repeats(option, capsys, tmp_path):
+    """A count of 0 stops at once with a one-line usage error (the medians of nothing would fail late)."""
+    argv, sys.argv = sys.argv, ["bench_peers.py", option, "0", "--work", str(tmp_path / "peers")]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(ROOT / "scripts" / "bench_peers.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith(f"error: {option} must be at least 1") and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "peers").exists()
