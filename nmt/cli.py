@@ -197,6 +197,9 @@ def train(config, resume, overwrite, overrides) -> None:
 @click.option("--batch-size", type=click.IntRange(1), help="sentences per decoding batch")
 @click.option("--shortlist/--no-shortlist", default=None,
               help="decode over a lexical shortlist (faster, outputs may differ; default: the run's config)")
+@click.option("--cpu-threads", type=click.IntRange(1, 1024), help="CPU threads in all (default: the run's config)")
+@click.option("--parallel-batches", type=click.IntRange(1, 64),
+              help="batches decoded at once on CPUs, sharing --cpu-threads (default: the run's config)")
 @click.option("--json", "as_json", is_flag=True, help="one JSON object per line: source, translation, score, tokens")
 @click.option("--pieces", is_flag=True, help="print SentencePiece pieces instead of detokenized text")
 @click.option("--attention-dir", type=click.Path(file_okay=False), help="write attention.jsonl and PNG heatmaps here")
@@ -204,7 +207,7 @@ def train(config, resume, overwrite, overrides) -> None:
               help="lines to write attention for")
 @handle_errors
 def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length_penalty, batch_size, shortlist,
-              as_json, pieces, attention_dir, attention_max) -> None:
+              cpu_threads, parallel_batches, as_json, pieces, attention_dir, attention_max) -> None:
     """Translate stdin to stdout, one output line per input line.
 
     \b
@@ -219,7 +222,7 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
     from nmt.translate import Translator, translate_stream
 
     translator = Translator(run_dir, checkpoint, length_penalty=length_penalty, batch_size=batch_size,
-                            shortlist=shortlist)
+                            shortlist=shortlist, cpu_threads=cpu_threads, parallel_batches=parallel_batches)
     if n_best > 1 and beam is None:
         beam = max(n_best, translator.decoding.beam_size)
     with contextlib.ExitStack() as stack:
@@ -235,7 +238,9 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
             sink = stack.enter_context(atomic_open(output_path))
         else:
             sink = sys.stdout
-        chunk = 1 if source.isatty() else 256
+        # Lines read at once, sorted by length into batches (16 batches, as CTranslate2 reads);
+        # one at a time from a terminal.
+        chunk = 1 if source.isatty() else max(256, 16 * translator.decoding.batch_size)
         try:
             stats = translate_stream(translator, source, sink, beam=beam, n_best=n_best, as_json=as_json,
                                      pieces=pieces, chunk_lines=chunk,

@@ -148,6 +148,11 @@ class DecodingConfig:
                           max=100_000)
     max_source_pieces: int = _opt(250, "longer inputs are truncated (with a warning)", min=1, max=100_000)
     batch_size: int = _opt(128, "sentences per decoding batch", min=1, max=100_000)
+    cpu_threads: int = _opt(0, "CPU threads for translation (0: the cores this process may use); ignored on GPUs "
+                               "and where training set the threads already", min=0, max=1024)
+    parallel_batches: int = _opt(0, "batches decoded at once on CPUs, each with cpu_threads / parallel_batches "
+                                    "intra-op threads, like Marian's --cpu-threads workers and CTranslate2's "
+                                    "inter_threads (0: 2 per thread, at most 4; GPUs: 1)", min=0, max=64)
     shortlist: bool = _opt(False, "decode over a lexical shortlist of the target vocabulary (faster; outputs may "
                                   "differ): the shortlist_per_source pieces most associated with each source piece "
                                   "in the training data and the shortlist_frequent most frequent ones")

@@ -10,7 +10,10 @@ attention weights [B, T, S].
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +22,7 @@ import tensorflow as tf
 from nmt.config import DecodingConfig
 from nmt.model.seq2seq import Seq2Seq
 from nmt.shortlist import Shortlist
+from nmt.sysinfo import available_cores
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 _NEG_INF = -1e9
@@ -181,34 +185,62 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     return take(seqs), take(lengths), take(normalised), take(attn)
 
 
+def thread_plan(cfg: DecodingConfig, cores: int, on_gpu: bool) -> tuple[int, int]:
+    """``(batches decoded at once, intra-op threads)`` for ``cfg`` on a machine with ``cores``.
+
+    On CPUs ``cpu_threads`` (0: ``cores``) are shared out among ``parallel_batches`` batches
+    (0: two per thread, at most 4), each decoded by its own Python thread with
+    ``cpu_threads // parallel_batches`` (at least 1) intra-op threads. A decoding step is a chain
+    of small ops that two threads share badly, so one batch per core keeps the cores busier than
+    one batch over all of them, and a second batch per core fills the pauses of the first (its
+    bookkeeping between batches). On GPUs one batch at a time and TensorFlow's own threads (0).
+    """
+    if on_gpu:
+        return 1, 0
+    threads = cfg.cpu_threads or cores
+    parallel = cfg.parallel_batches or min(2 * threads, 4)
+    return parallel, max(1, threads // parallel)
+
+
 class Decoder:
     """Compiled decoding functions of one model (traced once, reused for every batch).
 
     With a :class:`~nmt.shortlist.Shortlist` every batch is decoded over the target ids its
     source pieces allow (:meth:`~nmt.shortlist.Shortlist.targets`) instead of the whole vocabulary.
+    :func:`translate_ids` decodes ``parallel_batches`` batches at once (see :func:`thread_plan`).
     """
 
     def __init__(self, model: Seq2Seq, cfg: DecodingConfig, shortlist: Shortlist | None = None) -> None:
         self.model, self.cfg, self.shortlist = model, cfg, shortlist
         self._fns: dict[tuple[int, bool, bool], Callable] = {}
+        self._trace_lock = threading.Lock()
+        on_gpu = bool(tf.config.list_logical_devices("GPU"))
+        self.parallel_batches = thread_plan(cfg, available_cores(), on_gpu)[0]
 
     def _fn(self, beam: int, with_attention: bool, shortlisted: bool) -> Callable:
         key = (beam, with_attention, shortlisted)
-        if key not in self._fns:
-            spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
-            if shortlisted:
-                spec.append(tf.TensorSpec([None], tf.int32))
-            if beam == 1:
-                def run(src, max_lengths, targets=None):
-                    tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention,
-                                                                     self.cfg.min_length, targets)
-                    return tokens[:, None], lengths[:, None], scores[:, None], attention[:, None]
-            else:
-                def run(src, max_lengths, targets=None):
-                    return beam_search(self.model, src, max_lengths, beam, self.cfg.length_penalty, with_attention,
-                                       self.cfg.min_length, targets)
-            self._fns[key] = tf.function(run, input_signature=spec)
+        with self._trace_lock:  # traced by one thread; the batches decoded at once share the trace
+            if key not in self._fns:
+                self._fns[key] = self._compile(beam, with_attention, shortlisted)
         return self._fns[key]
+
+    def _compile(self, beam: int, with_attention: bool, shortlisted: bool) -> Callable:
+        """The decoding function of one mode, traced now (one graph for every batch shape)."""
+        spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
+        if shortlisted:
+            spec.append(tf.TensorSpec([None], tf.int32))
+        if beam == 1:
+            def run(src, max_lengths, targets=None):
+                tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention,
+                                                                 self.cfg.min_length, targets)
+                return tokens[:, None], lengths[:, None], scores[:, None], attention[:, None]
+        else:
+            def run(src, max_lengths, targets=None):
+                return beam_search(self.model, src, max_lengths, beam, self.cfg.length_penalty, with_attention,
+                                   self.cfg.min_length, targets)
+        fn = tf.function(run, input_signature=spec)
+        fn.get_concrete_function()
+        return fn
 
     def decode(self, src: np.ndarray, src_lengths: np.ndarray, beam: int | None = None,
                with_attention: bool = False) -> Hypotheses:
@@ -239,27 +271,33 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[np.ndarra
 def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int, beam: int | None = None,
                   n_best: int = 1, with_attention: bool = False
                   ) -> list[list[tuple[list[int], float, np.ndarray | None]]]:
-    """Decode many id sequences (no EOS) in batches sorted by length; results in input order.
+    """Decode many id sequences (no EOS) in batches sorted by length, ``decoder.parallel_batches``
+    at a time; results in input order.
 
     Returns, per sentence, up to ``n_best`` ``(ids without EOS, score, attention [T, S] or None)``;
     the attention rows cover the output tokens and EOS, the columns the source pieces and EOS.
     """
-    results: list = [None] * len(sentences)
-    for rows in length_sorted_batches([len(s) for s in sentences], batch_size):
+    def decode(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, Hypotheses]:
         lengths = np.array([len(sentences[i]) for i in rows], np.int32)
-        width = int(lengths.max()) + 1
-        src = np.zeros((len(rows), width), np.int32)
+        src = np.zeros((len(rows), int(lengths.max()) + 1), np.int32)
         for j, i in enumerate(rows):
             src[j, :lengths[j]] = sentences[i]
             src[j, lengths[j]] = EOS_ID
-        hyp = decoder.decode(src, lengths, beam=beam, with_attention=with_attention)
-        for j, i in enumerate(rows):
-            out = []
-            for n in range(min(n_best, hyp.tokens.shape[1])):
-                ids = strip(hyp.tokens[j, n])
-                att = None
-                if hyp.attention is not None:
-                    att = hyp.attention[j, n, :len(ids) + 1, :lengths[j] + 1]
-                out.append((ids, float(hyp.scores[j, n]), att))
-            results[i] = out
+        return rows, lengths, decoder.decode(src, lengths, beam=beam, with_attention=with_attention)
+
+    results: list = [None] * len(sentences)
+    batches = length_sorted_batches([len(s) for s in sentences], batch_size)
+    workers = min(decoder.parallel_batches, len(batches))
+    with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+        done = pool.map(decode, batches) if pool else map(decode, batches)
+        for rows, lengths, hyp in done:
+            for j, i in enumerate(rows):
+                out = []
+                for n in range(min(n_best, hyp.tokens.shape[1])):
+                    ids = strip(hyp.tokens[j, n])
+                    att = None
+                    if hyp.attention is not None:
+                        att = hyp.attention[j, n, :len(ids) + 1, :lengths[j] + 1]
+                    out.append((ids, float(hyp.scores[j, n]), att))
+                results[i] = out
     return results

@@ -1,4 +1,5 @@
-"""The machine a benchmark ran on, for the JSON lines the scripts in ``scripts/`` print."""
+"""The machine: its description for the JSON lines the scripts in ``scripts/`` print, its usable
+CPU cores, and TensorFlow's CPU thread pools."""
 
 from __future__ import annotations
 
@@ -25,3 +26,23 @@ def machine() -> dict[str, object]:
     if "tensorflow" in sys.modules:
         out["tensorflow"] = sys.modules["tensorflow"].__version__
     return out
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def set_cpu_threads(intra_op: int, inter_op: int) -> bool:
+    """Size TensorFlow's intra- and inter-op thread pools; False (and nothing changed) once the
+    runtime has started, whose pools are then kept (a second run in one process, tests)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+    except RuntimeError:
+        return False
+    return True

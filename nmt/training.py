@@ -61,12 +61,12 @@ def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any]:
     import tensorflow as tf
 
     from nmt.distribute import make_strategy
+    from nmt.sysinfo import set_cpu_threads
 
     t = cfg.training
+    if t.threads:
+        set_cpu_threads(t.threads, min(2, t.threads))
     try:
-        if t.threads:
-            tf.config.threading.set_intra_op_parallelism_threads(t.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(2, t.threads))
         gpus = tf.config.list_physical_devices("GPU")
         if t.device == "cpu" and gpus:
             tf.config.set_visible_devices([], "GPU")

@@ -69,15 +69,21 @@ def find_checkpoint(run_dir: Path, which: str) -> str:
 
 
 class Translator:
-    """A trained model loaded from a run directory, with its vocabularies and decoder."""
+    """A trained model loaded from a run directory, with its vocabularies and decoder.
+
+    ``decoding_overrides`` replace keys of the run's ``decoding`` config (None keeps the run's).
+    On CPUs, the first Translator of a process sizes TensorFlow's thread pools from
+    ``cpu_threads`` and ``parallel_batches`` (:func:`nmt.decoding.thread_plan`).
+    """
 
     def __init__(self, run_dir: str | Path, checkpoint: str = "best", decoding: DecodingConfig | None = None,
                  **decoding_overrides: Any) -> None:
         import tensorflow as tf
 
         from nmt.checkpoints import restore
-        from nmt.decoding import Decoder
+        from nmt.decoding import Decoder, thread_plan
         from nmt.model import build_model
+        from nmt.sysinfo import available_cores, set_cpu_threads
 
         self.run_dir = Path(run_dir)
         snapshot = self.run_dir / "config.yaml"
@@ -100,6 +106,10 @@ class Translator:
                                  f"{vocab_info[f'{side}_size']}")
         cfg = decoding or self.config.decoding
         self.decoding = replace(cfg, **{k: v for k, v in decoding_overrides.items() if v is not None})
+        cores = available_cores()
+        intra_op = thread_plan(self.decoding, cores, bool(tf.config.list_physical_devices("GPU")))[1]
+        if intra_op:  # before the runtime starts; a process already running TensorFlow keeps its threads
+            set_cpu_threads(intra_op, max(self.decoding.cpu_threads or cores, self.decoding.parallel_batches))
         self.model = build_model(self.config.model, len(self.src_vocab), len(self.tgt_vocab))
         self.checkpoint_path = find_checkpoint(self.run_dir, checkpoint)
         restore(tf.train.Checkpoint(model=self.model), self.checkpoint_path, partial=True)

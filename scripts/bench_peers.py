@@ -8,7 +8,10 @@ Every toolkit gets the same data, the same model and the same threads:
   embeddings 256, dropout 0.2, batch 64 sentences, Adam 1e-3, sentences up to 80 pieces;
 - threads: OMP_NUM_THREADS / MKL_NUM_THREADS = --threads for all; TensorFlow intra- and inter-op
   threads = --threads (nmt by its config, OpenNMT-tf by TF_NUM_INTRAOP_THREADS/TF_NUM_INTEROP_THREADS);
-  PyTorch takes its intra-op threads from OMP_NUM_THREADS.
+  PyTorch takes its intra-op threads from OMP_NUM_THREADS. nmt translates with its default layout of
+  those threads, one batch per thread (decoding.cpu_threads = --threads, parallel_batches = auto: 2
+  batches x 1 intra-op thread for --threads 2), and once more one batch at a time over all of them
+  (--parallel-batches 1: the peers' layout), reported as "nmt (one batch at a time)".
 
 Each repeat trains every toolkit in turn (alternated, so machine noise falls on all of them) for
 ``--warmup + --steps`` steps and reads the toolkit's own tokens/s log lines after the warm-up
@@ -209,9 +212,9 @@ def count_pieces(path: Path) -> float:
 # --- nmt -------------------------------------------------------------------------------------
 
 def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
-              threads: int, env: dict, decode_repeats: int, shortlist: bool = False) -> dict:
+              threads: int, env: dict, decode_repeats: int, variants: bool = False) -> dict:
     """Train nmt for ``warmup + steps`` steps and greedy-decode test2016 with the last checkpoint
-    (and, with ``shortlist``, once more over a lexical shortlist)."""
+    (with ``variants``, also over a lexical shortlist and one batch at a time: ``result["variants"]``)."""
     import yaml
 
     run_dir = work / f"nmt_{placement}_{num_sampled}"
@@ -222,7 +225,7 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
                         "validate_every": 10**8, "validate_max_sentences": 1, "checkpoint_every": 10**8,
                         "threads": threads},
            "decoding": {"beam_size": 1, "max_length_a": 0.0, "max_length_b": DECODE_STEPS,
-                        "min_length": DECODE_STEPS - 1, "batch_size": BATCH}}
+                        "min_length": DECODE_STEPS - 1, "batch_size": BATCH, "cpu_threads": threads}}
     cfg_path = work / f"nmt_{placement}_{num_sampled}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     log = work / f"nmt_{placement}_{num_sampled}.log"
@@ -245,13 +248,16 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
 
     seconds, load, out_pieces = timed(translate, work / f"nmt_{placement}.hyp")
     result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=out_pieces)
-    if shortlist:
-        # The same checkpoint decoded over a lexical shortlist (--shortlist). Its table is built from
-        # the training data once per run directory (about 1 s) by an untimed first call, then the
-        # same subtraction as above.
+    if variants:
+        # The same checkpoint decoded over a lexical shortlist (--shortlist; its table is built from
+        # the training data once per run directory, about 1 s, by an untimed first call), and one
+        # batch at a time over all --threads (--parallel-batches 1: the peers' thread layout).
         one_line([*translate, "--shortlist"])
-        seconds, _, out_pieces = timed([*translate, "--shortlist"], work / f"nmt_{placement}_shortlist.hyp")
-        result.update(shortlist_decode_seconds=seconds, shortlist_hyp_pieces=out_pieces)
+        result["variants"] = {}
+        for label, flag, suffix in (("shortlist decoding", "--shortlist", "shortlist"),
+                                    ("one batch at a time", "--parallel-batches=1", "one_batch")):
+            seconds, _, out_pieces = timed([*translate, flag], work / f"nmt_{placement}_{suffix}.hyp")
+            result["variants"][label] = {"decode_seconds": round(seconds, 3), "hyp_pieces": out_pieces}
     return result
 
 
@@ -425,7 +431,7 @@ def main() -> None:
 
     common = (args.steps, args.warmup, args.threads, env, args.decode_repeats)
     runners = {
-        "nmt": lambda: nmt_bench(prep, work, "post", 1024, *common, shortlist=True),
+        "nmt": lambda: nmt_bench(prep, work, "post", 1024, *common, variants=True),
         "nmt-feed": lambda: nmt_bench(prep, work, "feed", 1024, *common),
         "nmt-full": lambda: nmt_bench(prep, work, "post", 0, *common),
         "joeynmt": lambda: joey_bench(pythons["joeynmt"], work, *common),
@@ -449,14 +455,14 @@ def main() -> None:
                        "load_seconds": round(statistics.median(r["load_seconds"] for r in rows), 1),
                        "hyp_pieces": round(statistics.median(r["hyp_pieces"] for r in rows), 1)}
         print(json.dumps({"toolkit": name, "median_of": len(rows), **table[name]}), flush=True)
-        if "shortlist_decode_seconds" in rows[0]:  # the same runs, decoded over a shortlist
-            dec = statistics.median(r["shortlist_decode_seconds"] for r in rows)
-            table[f"{name} (shortlist decoding)"] = {
+        for label in rows[0].get("variants", {}):  # the same runs, decoded another way
+            dec = statistics.median(r["variants"][label]["decode_seconds"] for r in rows)
+            table[f"{name} ({label})"] = {
                 **table[name], "greedy_sentences_per_second": round(test_sentences / dec),
-                "hyp_pieces": round(statistics.median(r["shortlist_hyp_pieces"] for r in rows), 1),
+                "hyp_pieces": round(statistics.median(r["variants"][label]["hyp_pieces"] for r in rows), 1),
                 "training_of": name}
-            print(json.dumps({"toolkit": f"{name} (shortlist decoding)", "median_of": len(rows),
-                              **table[f"{name} (shortlist decoding)"]}), flush=True)
+            print(json.dumps({"toolkit": f"{name} ({label})", "median_of": len(rows),
+                              **table[f"{name} ({label})"]}), flush=True)
     print("\n" + markdown_table(table))
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nmt.decoding import Decoder, beam_search, greedy_decode, max_output_lengths
+from nmt.decoding import Decoder, beam_search, greedy_decode, max_output_lengths, thread_plan, translate_ids
 from nmt.translate import Translator, translate_stream
 from nmt.vocab import EOS_ID
 from tests.conftest import invoke
@@ -62,6 +62,31 @@ def test_sentence_alone_equals_sentence_in_a_batch(translator):
     alone = [translator.translate([s])[0].text for s in SENTENCES]
     batched = [t.text for t in translator.translate(SENTENCES * 3)]
     assert batched == alone * 3
+
+
+def test_batches_decoded_at_once_give_the_same_translations_in_input_order(trained_run, translator):
+    ids = translator.src_vocab.encode(SENTENCES * 3)  # 12 sentences: 6 batches of 2, 3 at a time
+    one_by_one = Decoder(translator.model, dataclasses.replace(translator.decoding, parallel_batches=1))
+    three_at_once = Decoder(translator.model, dataclasses.replace(translator.decoding, parallel_batches=3))
+    assert (one_by_one.parallel_batches, three_at_once.parallel_batches) == (1, 3)
+    for beam in (1, 3):
+        expected = translate_ids(one_by_one, ids, 2, beam=beam, n_best=beam)
+        got = translate_ids(three_at_once, ids, 2, beam=beam, n_best=beam)
+        assert [[(h[0], h[1]) for h in r] for r in got] == [[(h[0], h[1]) for h in r] for r in expected]
+    outputs = [invoke("translate", "--model", str(trained_run), "--batch-size", "2", "--parallel-batches", n,
+                      input="\n".join(SENTENCES * 3) + "\n").stdout for n in ("1", "3")]
+    assert outputs[0] == outputs[1] and outputs[0].splitlines()[:4] == [t.text for t in translator.translate(SENTENCES)]
+
+
+def test_thread_plan_shares_the_cpu_threads_among_parallel_batches():
+    from nmt.config import DecodingConfig
+
+    assert thread_plan(DecodingConfig(), cores=2, on_gpu=False) == (4, 1)   # two batches per core
+    assert thread_plan(DecodingConfig(), cores=1, on_gpu=False) == (2, 1)
+    assert thread_plan(DecodingConfig(), cores=16, on_gpu=False) == (4, 4)  # at most 4 batches
+    assert thread_plan(DecodingConfig(cpu_threads=6, parallel_batches=2), cores=16, on_gpu=False) == (2, 3)
+    assert thread_plan(DecodingConfig(parallel_batches=8), cores=2, on_gpu=False) == (8, 1)
+    assert thread_plan(DecodingConfig(parallel_batches=3), cores=16, on_gpu=True) == (1, 0)
 
 
 def test_beam_of_one_is_greedy(translator):
