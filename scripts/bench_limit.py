@@ -101,8 +101,11 @@ def greedy_decode_rate(cfg, model, split, vocab: int, batch: int, steps: int, re
     from nmt.config import DecodingConfig
     from nmt.decoding import Decoder, length_sorted_batches, translate_ids
 
+    # One batch at a time over the process' threads (set for training): the layout whose FLOP/s
+    # the session 6 figures report; nmt translate's own layout (several batches at once, one
+    # intra-op thread each) is measured by bench_peers.py and bench_translate.py.
     decoder = Decoder(model, DecodingConfig(max_length_a=0.0, max_length_b=steps, min_length=steps - 1,
-                                            batch_size=batch))
+                                            batch_size=batch, parallel_batches=1))
     offsets = split.src_offsets
     sentences = [split.src_ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
     translate_ids(decoder, sentences[:batch], batch)  # trace the decoder once

@@ -16,7 +16,8 @@ Every toolkit gets the same data, the same model and the same threads:
 Each repeat trains every toolkit in turn (alternated, so machine noise falls on all of them) for
 ``--warmup + --steps`` steps and reads the toolkit's own tokens/s log lines after the warm-up
 (JoeyNMT "Tokens per Sec", OpenNMT-tf "tokens/s (... target)", nmt metrics.jsonl), all counting target
-tokens with EOS. After training, each toolkit greedy-decodes test2016 (1,000 sentences, batches of
+tokens with EOS. After training, each toolkit greedy-decodes test2016 (1,000 sentences, --decode-copies
+times over in one input, batches of
 64) with the checkpoint it just wrote, made to run exactly 30 decoder steps per sentence (minimum
 = maximum output length: JoeyNMT min/max_output_length 30, OpenNMT-tf minimum/maximum_decoding_length
 30, nmt decoding.min_length 29 + EOS), so that young models that stop early or never stop do the
@@ -167,8 +168,9 @@ def ensure_venv(path: Path, packages: list[list[str]]) -> Path:
     return python
 
 
-def write_piece_data(prep: Path, out: Path) -> dict:
-    """Train, dev (first 100 of val) and test2016 as space-separated pieces; one shared vocab file."""
+def write_piece_data(prep: Path, out: Path, copies: int = 1) -> dict:
+    """Train, dev (first 100 of val) and test2016 as space-separated pieces; one shared vocab file;
+    the decoding input ``decode.en`` (pieces) and ``decode_raw.en`` (text): test2016 ``copies`` times."""
     from nmt.dataset import PreparedData
 
     data = PreparedData(prep)
@@ -192,9 +194,12 @@ def write_piece_data(prep: Path, out: Path) -> dict:
     pieces = [tgt_vocab.sp.id_to_piece(i) for i in range(4, len(tgt_vocab))]
     (out / "vocab.joey.txt").write_text("\n".join(pieces) + "\n", encoding="utf-8")
     (out / "vocab.onmt.txt").write_text("\n".join(["<blank>", "<s>", "</s>", *pieces]) + "\n", encoding="utf-8")
-    (out / "test_raw.en").write_text("\n".join(data.text("test", "src")) + "\n", encoding="utf-8")
+    (out / "decode.en").write_text((out / "test.en").read_text(encoding="utf-8") * copies, encoding="utf-8")
+    (out / "decode_raw.en").write_text("".join(line + "\n" for line in data.text("test", "src")) * copies,
+                                       encoding="utf-8")
     (out / "one_raw.en").write_text(data.text("test", "src")[0] + "\n", encoding="utf-8")
-    return {"vocab": len(tgt_vocab), "train_sentences": len(train)}
+    return {"vocab": len(tgt_vocab), "train_sentences": len(train),
+            "decode_sentences": len(data.split("test")) * copies}
 
 
 def median_after(values: list[tuple[int, float]], warmup: int) -> float:
@@ -242,7 +247,7 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
 
     def timed(cmd: list[str], hyp: Path) -> tuple[float, float, float]:
         """``(decoding seconds, load seconds, mean output pieces)`` of ``cmd`` on test2016."""
-        seconds, load = decode_time(lambda: run([*cmd, "--input", str(pieces / "test_raw.en"), "--output", str(hyp)],
+        seconds, load = decode_time(lambda: run([*cmd, "--input", str(pieces / "decode_raw.en"), "--output", str(hyp)],
                                                 env, log), lambda: one_line(cmd), decode_repeats)
         return seconds, load, count_pieces(hyp)
 
@@ -317,7 +322,7 @@ def joey_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, 
     # translate's -o fails in 2.3.0 ('BaseConfig' object has no attribute 'n_best'): read stdout instead
 
     def full() -> float:
-        seconds = run(cmd, env, log, stdin=work / "pieces" / "test.en", stdout=hyp)
+        seconds = run(cmd, env, log, stdin=work / "pieces" / "decode.en", stdout=hyp)
         count = json.loads(re.findall(r"bench_peers decoder steps (.*)", log.read_text())[-1])
         if count["decoder_steps"] != DECODE_STEPS * count["batches"]:
             sys.exit(f"bench_peers: JoeyNMT ran {count['decoder_steps']} decoder steps in {count['batches']} "
@@ -367,7 +372,7 @@ def onmt_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, 
     hyp = work / "onmt.hyp"
     cmd = [*onmt_main, "infer"]
     seconds, load = decode_time(
-        lambda: run([*cmd, "--features_file", str(pieces / "test.en"), "--predictions_file", str(hyp)], env, log),
+        lambda: run([*cmd, "--features_file", str(pieces / "decode.en"), "--predictions_file", str(hyp)], env, log),
         lambda: run([*cmd, "--features_file", str(pieces / "one.en"), "--predictions_file",
                      str(work / "onmt_one.hyp")], env, log),
         decode_repeats)
@@ -405,11 +410,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--decode-repeats", type=int, default=3,
                         help="alternated (test2016, one line) decoding pairs per toolkit and repeat; medians")
+    parser.add_argument("--decode-copies", type=int, default=1,
+                        help="decode test2016 this many times over in one run (longer runs: steadier times)")
     parser.add_argument("--toolkits", nargs="+", default=["nmt", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf"])
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
     args = parser.parse_args()
-    for name in ("repeats", "steps", "decode_repeats"):
+    for name in ("repeats", "steps", "decode_repeats", "decode_copies"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
@@ -419,7 +426,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     venvs = Path(args.venvs)
     prep = prepared_dir(Path(args.work).parent, 8000, quick=False)
-    info = write_piece_data(prep, work / "pieces")
+    info = write_piece_data(prep, work / "pieces", args.decode_copies)
     env = thread_env(args.threads)
     pythons = {}
     if "joeynmt" in args.toolkits:
@@ -445,7 +452,7 @@ def main() -> None:
             results[name].append(r)
             print(json.dumps({"toolkit": name, "repeat": repeat, **r}), flush=True)
 
-    test_sentences = len((work / "pieces" / "test.en").read_text().splitlines())
+    test_sentences = info["decode_sentences"]
     table = {}
     for name, rows in results.items():
         tps = statistics.median(r["train_tokens_per_second"] for r in rows)
