@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from nmt.config import DecodingConfig
+from nmt.model import gru
 from nmt.model.seq2seq import Seq2Seq
 from nmt.shortlist import Shortlist
 from nmt.sysinfo import available_cores
@@ -214,8 +215,7 @@ class Decoder:
         self.model, self.cfg, self.shortlist = model, cfg, shortlist
         self._fns: dict[tuple[int, bool, bool], Callable] = {}
         self._trace_lock = threading.Lock()
-        on_gpu = bool(tf.config.list_logical_devices("GPU"))
-        self.parallel_batches = thread_plan(cfg, available_cores(), on_gpu)[0]
+        self.parallel_batches = thread_plan(cfg, available_cores(), gru.cudnn_available())[0]
 
     def _fn(self, beam: int, with_attention: bool, shortlisted: bool) -> Callable:
         key = (beam, with_attention, shortlisted)

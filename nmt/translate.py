@@ -107,6 +107,7 @@ class Translator:
         cfg = decoding or self.config.decoding
         self.decoding = replace(cfg, **{k: v for k, v in decoding_overrides.items() if v is not None})
         cores = available_cores()
+        # physical devices: listing the logical ones (gru.cudnn_available) would start the runtime
         intra_op = thread_plan(self.decoding, cores, bool(tf.config.list_physical_devices("GPU")))[1]
         if intra_op:  # before the runtime starts; a process already running TensorFlow keeps its threads
             set_cpu_threads(intra_op, max(self.decoding.cpu_threads or cores, self.decoding.parallel_batches))

@@ -9,8 +9,8 @@ Every toolkit gets the same data, the same model and the same threads:
 - threads: OMP_NUM_THREADS / MKL_NUM_THREADS = --threads for all; TensorFlow intra- and inter-op
   threads = --threads (nmt by its config, OpenNMT-tf by TF_NUM_INTRAOP_THREADS/TF_NUM_INTEROP_THREADS);
   PyTorch takes its intra-op threads from OMP_NUM_THREADS. nmt translates with its default layout of
-  those threads, one batch per thread (decoding.cpu_threads = --threads, parallel_batches = auto: 2
-  batches x 1 intra-op thread for --threads 2), and once more one batch at a time over all of them
+  those threads, several batches at once (decoding.cpu_threads = --threads, parallel_batches = auto:
+  4 batches x 1 intra-op thread for --threads 2), and once more one batch at a time over all of them
   (--parallel-batches 1: the peers' layout), reported as "nmt (one batch at a time)".
 
 Each repeat trains every toolkit in turn (alternated, so machine noise falls on all of them) for
