@@ -76,6 +76,9 @@ def test_batches_decoded_at_once_give_the_same_translations_in_input_order(train
     outputs = [invoke("translate", "--model", str(trained_run), "--batch-size", "2", "--parallel-batches", n,
                       input="\n".join(SENTENCES * 3) + "\n").stdout for n in ("1", "3")]
     assert outputs[0] == outputs[1] and outputs[0].splitlines()[:4] == [t.text for t in translator.translate(SENTENCES)]
+    for option in ("--parallel-batches", "--cpu-threads"):  # out of range: one usage line, exit 2, no output
+        r = invoke("translate", "--model", str(trained_run), option, "0", input="Thanks.\n")
+        assert r.exit_code == 2 and r.stdout == "" and f"Invalid value for '{option}'" in r.stderr
 
 
 def test_thread_plan_shares_the_cpu_threads_among_parallel_batches():
