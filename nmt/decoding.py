@@ -60,13 +60,14 @@ def _block_eos_before(t: tf.Tensor, min_length: int, scores: tf.Tensor) -> tf.Te
 
 def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
                   with_attention: bool = False, min_length: int = 0,
-                  targets: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
+                  targets: tf.Tensor | None = None, input_table: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
     """Greedy decoding of source ids [B, S] until EOS; call inside a ``tf.function``.
 
     EOS cannot be chosen before ``min_length`` tokens (0: no minimum); the per-sentence
     ``max_lengths`` (EOS included) still end every output. ``targets`` (sorted ids [C] starting
     with the special ids 0..3, see :meth:`nmt.shortlist.Shortlist.targets`) restricts every
-    step to a shortlist; its scores are then normalised over the shortlist.
+    step to a shortlist; its scores are then normalised over the shortlist. ``input_table``
+    is the decoder's :meth:`~nmt.model.decoder.PostAttentionDecoder.input_table`, if made already.
 
     Returns ``(tokens [B, T], lengths [B], scores [B], attention [B, T, S])`` (attention is
     an empty [B, 0, S] tensor unless ``with_attention``).
@@ -84,7 +85,7 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     by_column = model.projection.weights_by_column(targets)
 
     def body(t, y, state, finished, lengths, scores, tokens, attn):
-        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
+        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, input_table)
         logits = model.logits(hidden, by_column, targets)
         # The arg max of the logits is that of the log-probabilities: no log-softmax over [B, V],
         # only its normaliser for the scores. (In a shortlist EOS keeps its id as its column.)
@@ -115,13 +116,14 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
 
 def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_size: int,
                 length_penalty: float, with_attention: bool = False, min_length: int = 0,
-                targets: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
+                targets: tf.Tensor | None = None, input_table: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
     """Batched beam search; call inside a ``tf.function``.
 
     Finished hypotheses stay in the beam with a frozen score; the search ends when the best
     hypothesis of every sentence has ended; the final ranking divides each score by
     ``length ** length_penalty``; EOS is blocked before ``min_length`` tokens; ``targets``
-    restricts the search to a shortlist, as in :func:`greedy_decode`. Returns
+    restricts the search to a shortlist and ``input_table`` saves the input projections, as in
+    :func:`greedy_decode`. Returns
     ``(tokens [B, K, T], lengths [B, K], scores [B, K], attention [B, K, T, S])``, hypotheses
     sorted best first.
     """
@@ -148,7 +150,7 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     frozen = tf.concat([tf.zeros([1]), tf.fill([vocab - 1], _NEG_INF)], 0)
 
     def body(t, y, state, scores, finished, lengths, seqs, attn):
-        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask)
+        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, input_table)
         log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden, by_column, targets)), [batch, k, vocab])
         log_probs = _block_eos_before(t, min_length, log_probs)
         force_eos = (t + 1 >= limits)[:, :, None]
@@ -209,10 +211,15 @@ class Decoder:
     With a :class:`~nmt.shortlist.Shortlist` every batch is decoded over the target ids its
     source pieces allow (:meth:`~nmt.shortlist.Shortlist.targets`) instead of the whole vocabulary.
     :func:`translate_ids` decodes ``parallel_batches`` batches at once (see :func:`thread_plan`).
+    With ``frozen_weights`` (the model's weights will not change: a loaded model) the decoder's
+    input projection of every target id is made once, here (the decoder's ``input_table()``; [vocab, 3 x
+    decoder units] floats, 49 MB for 8k ids and 512 units), and decoding steps gather its rows.
     """
 
-    def __init__(self, model: Seq2Seq, cfg: DecodingConfig, shortlist: Shortlist | None = None) -> None:
+    def __init__(self, model: Seq2Seq, cfg: DecodingConfig, shortlist: Shortlist | None = None,
+                 frozen_weights: bool = False) -> None:
         self.model, self.cfg, self.shortlist = model, cfg, shortlist
+        self.input_table = model.decoder.input_table() if frozen_weights else None
         self._fns: dict[tuple[int, bool, bool], Callable] = {}
         self._trace_lock = threading.Lock()
         self.parallel_batches = thread_plan(cfg, available_cores(), gru.cudnn_available())[0]
@@ -232,12 +239,12 @@ class Decoder:
         if beam == 1:
             def run(src, max_lengths, targets=None):
                 tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention,
-                                                                 self.cfg.min_length, targets)
+                                                                 self.cfg.min_length, targets, self.input_table)
                 return tokens[:, None], lengths[:, None], scores[:, None], attention[:, None]
         else:
             def run(src, max_lengths, targets=None):
                 return beam_search(self.model, src, max_lengths, beam, self.cfg.length_penalty, with_attention,
-                                   self.cfg.min_length, targets)
+                                   self.cfg.min_length, targets, self.input_table)
         fn = tf.function(run, input_signature=spec)
         fn.get_concrete_function()
         return fn

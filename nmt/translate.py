@@ -120,7 +120,7 @@ class Translator:
 
             shortlist = shortlist_for_run(self.run_dir, self.config.data.prepared_dir, manifest,
                                           self.decoding.shortlist_per_source, self.decoding.shortlist_frequent)
-        self.decoder = Decoder(self.model, self.decoding, shortlist)
+        self.decoder = Decoder(self.model, self.decoding, shortlist, frozen_weights=True)
 
     def translate(self, lines: list[str], beam: int | None = None, n_best: int = 1,
                   with_attention: bool = False) -> list[Translation]:

@@ -39,11 +39,16 @@ def test_step_by_step_equals_teacher_forcing_and_checkpoint_round_trip(placement
     tgt = tf.constant([[2, 10, 11, 12], [2, 13, 14, 15]])
     hidden, weights = model.hidden_and_attention((src, tgt))
     memory, keys, mask, state = model.encode(src)
-    steps = []
+    table = model.decoder.input_table()  # every target id's input projection, made once
+    assert table.shape == (40, 3 * 12)
+    steps, tabled, tabled_state = [], [], state
     for t in range(4):
         h, state, _ = model.decoder.step(tgt[:, t], state, memory, keys, mask)
         steps.append(h)
+        h, tabled_state, _ = model.decoder.step(tgt[:, t], tabled_state, memory, keys, mask, table)
+        tabled.append(h)
     np.testing.assert_allclose(tf.stack(steps, 1).numpy(), hidden.numpy(), atol=1e-5)
+    np.testing.assert_allclose(tf.stack(tabled, 1).numpy(), hidden.numpy(), atol=1e-5)
     assert float(tf.reduce_max(weights[1, :, 3:])) == 0.0  # padding never attended
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
     fresh = build_model(cfg, 30, 40)

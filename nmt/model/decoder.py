@@ -33,6 +33,22 @@ class _DecoderBase(keras.layers.Layer):
         self.attentional = keras.layers.Dense(attentional_units, activation="tanh", name="attentional")
         self.dropout = keras.layers.Dropout(dropout)
 
+    def _project_inputs(self, embedded: tf.Tensor) -> tf.Tensor:
+        """The GRU's input projection ``x @ kernel + input bias`` [..., 3D] of embedded tokens."""
+        raise NotImplementedError
+
+    def input_table(self) -> tf.Tensor:
+        """The input projection of every target id at once: [vocab, 3D], row ``y`` is what a step
+        computes for token ``y``. Worth making once for weights that no longer change (a loaded
+        model): a step then gathers 64 rows instead of a [B, E] x [E, 3D] matmul."""
+        return self._project_inputs(self.embedding.embeddings)
+
+    def _step_inputs(self, y_prev: tf.Tensor, input_table: tf.Tensor | None, dtype: tf.DType) -> tf.Tensor:
+        """The input projection of the previous tokens: gathered from ``input_table`` if given."""
+        if input_table is not None:
+            return tf.cast(tf.gather(input_table, y_prev), dtype)
+        return self._project_inputs(self.embedding(y_prev))
+
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
                 "units": self.units, "attention_units": self.attention_units,
@@ -59,15 +75,18 @@ class PostAttentionDecoder(_DecoderBase):
         hidden = self.attentional(tf.concat([outputs, context], -1))
         return self.dropout(hidden, training=training), weights
 
+    def _project_inputs(self, embedded: tf.Tensor) -> tf.Tensor:
+        return gru.input_projection(self.rnn.cell, embedded)
+
     def step(self, y_prev: tf.Tensor, state: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor,
-             memory_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+             memory_mask: tf.Tensor, input_table: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``.
 
         The GRU cell's two matmuls and its gates (:func:`gru.cell_step`) directly: Keras'
-        ``GRUCell.call`` computes the same with more ops per step.
+        ``GRUCell.call`` computes the same with more ops per step. ``input_table`` is
+        :meth:`input_table`, if made already.
         """
-        cell = self.rnn.cell
-        state = gru.cell_step(cell, gru.input_projection(cell, self.embedding(y_prev)), state)
+        state = gru.cell_step(self.rnn.cell, self._step_inputs(y_prev, input_table, state.dtype), state)
         context, weights = self.attention(state, keys, memory, memory_mask)
         return self.attentional(tf.concat([state, context], -1)), state, weights
 
@@ -126,11 +145,14 @@ class FeedAttentionDecoder(_DecoderBase):
                                               maximum_iterations=steps)
         return outs.stack(), ctxs.stack(), wts.stack()
 
+    def _project_inputs(self, embedded: tf.Tensor) -> tf.Tensor:
+        return gru.input_projection(self.cell, embedded, self.embedding_dim)
+
     def step(self, y_prev: tf.Tensor, state: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor,
-             memory_mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``."""
+             memory_mask: tf.Tensor, input_table: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``; ``input_table``
+        is :meth:`input_table`, if made already."""
         self._ensure_built(memory)
         context, weights = self.attention(state, keys, memory, memory_mask)
-        x_proj = gru.input_projection(self.cell, self.embedding(y_prev), self.embedding_dim)
-        h = self._cell_step(x_proj, context, state)
+        h = self._cell_step(self._step_inputs(y_prev, input_table, state.dtype), context, state)
         return self.attentional(tf.concat([h, context], -1)), h, weights
