@@ -205,6 +205,10 @@ def thread_plan(cfg: DecodingConfig, cores: int, on_gpu: bool) -> tuple[int, int
     return parallel, max(1, threads // parallel)
 
 
+#: the largest input table a Decoder makes (see :class:`Decoder`): 512 MB, e.g. 32k ids x 1,024 units
+INPUT_TABLE_MAX_BYTES = 512 * 2**20
+
+
 class Decoder:
     """Compiled decoding functions of one model (traced once, reused for every batch).
 
@@ -213,13 +217,16 @@ class Decoder:
     :func:`translate_ids` decodes ``parallel_batches`` batches at once (see :func:`thread_plan`).
     With ``frozen_weights`` (the model's weights will not change: a loaded model) the decoder's
     input projection of every target id is made once, here (the decoder's ``input_table()``; [vocab, 3 x
-    decoder units] floats, 49 MB for 8k ids and 512 units), and decoding steps gather its rows.
+    decoder units] floats, 49 MB for 8k ids and 512 units; none above ``INPUT_TABLE_MAX_BYTES``),
+    and decoding steps gather its rows.
     """
 
     def __init__(self, model: Seq2Seq, cfg: DecodingConfig, shortlist: Shortlist | None = None,
                  frozen_weights: bool = False) -> None:
         self.model, self.cfg, self.shortlist = model, cfg, shortlist
-        self.input_table = model.decoder.input_table() if frozen_weights else None
+        decoder = model.decoder
+        table_bytes = 4 * decoder.vocab_size * 3 * decoder.units
+        self.input_table = decoder.input_table() if frozen_weights and table_bytes <= INPUT_TABLE_MAX_BYTES else None
         self._fns: dict[tuple[int, bool, bool], Callable] = {}
         self._trace_lock = threading.Lock()
         self.parallel_batches = thread_plan(cfg, available_cores(), gru.cudnn_available())[0]
