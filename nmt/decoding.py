@@ -224,9 +224,10 @@ class Decoder:
     def __init__(self, model: Seq2Seq, cfg: DecodingConfig, shortlist: Shortlist | None = None,
                  frozen_weights: bool = False) -> None:
         self.model, self.cfg, self.shortlist = model, cfg, shortlist
-        decoder = model.decoder
-        table_bytes = 4 * decoder.vocab_size * 3 * decoder.units
-        self.input_table = decoder.input_table() if frozen_weights and table_bytes <= INPUT_TABLE_MAX_BYTES else None
+        table_bytes = 4 * model.decoder.vocab_size * 3 * model.decoder.units  # float32 [vocab, 3 x units]
+        self.input_table = None
+        if frozen_weights and table_bytes <= INPUT_TABLE_MAX_BYTES:
+            self.input_table = model.decoder.input_table()
         self._fns: dict[tuple[int, bool, bool], Callable] = {}
         self._trace_lock = threading.Lock()
         self.parallel_batches = thread_plan(cfg, available_cores(), gru.cudnn_available())[0]

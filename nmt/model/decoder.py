@@ -113,7 +113,7 @@ class FeedAttentionDecoder(_DecoderBase):
         """Teacher-forced pass (a compiled step loop): hidden [B, T, A] and weights [B, T, S]."""
         self._ensure_built(memory)
         x = self.dropout(self.embedding(tgt_in), training=training)
-        x_proj = gru.input_projection(self.cell, tf.transpose(x, [1, 0, 2]), self.embedding_dim)
+        x_proj = self._project_inputs(tf.transpose(x, [1, 0, 2]))
         if gru.cudnn_available() or not self.attention.query_layer.built:
             outputs, context, weights = self._step_loop(x_proj, memory, keys, memory_mask, state)
         else:  # the same maths with a hand-written backward pass (nmt.model.feed)
