@@ -14,7 +14,9 @@ source pieces); its outputs are compared with ``nmt translate``'s.
     python scripts/bench_translate.py --model runs/multi30k_en_de --src ../shared/data/multi30k/test2016.en
     python scripts/bench_translate.py --quick      # trains a tiny model on the bundled sample first (< 1 minute)
 
-The last rows decode over the run's lexical shortlist (``decoding.shortlist``), alternated with the
+Then the input table's rows: the same decoding with and without the decoder's input projections made
+once at load (``Decoder(frozen_weights=True)``), alternated in one process. The last rows decode over
+the run's lexical shortlist (``decoding.shortlist``), alternated with the
 whole vocabulary in the same process; ``--ref`` adds BLEU of both.
 """
 
@@ -138,10 +140,26 @@ def main() -> None:
                       "outputs_equal_to_compiled_greedy": f"{same}/{len(subset)}",
                       "speedup_of_nmt_greedy": round(greedy_rate / rate, 1) if greedy_rate else None}), flush=True)
     bench_export(translator, lines, reference, args.repeats, Path(args.work), common)
+    bench_input_table(translator, lines, args, common)
     if not args.no_shortlist:
         listed = Translator(run_dir, shortlist=True, shortlist_per_source=args.shortlist_per_source,
                             shortlist_frequent=args.shortlist_frequent)
         bench_shortlist(translator, listed, lines, args, common)
+
+
+def alternated(translators: dict, lines: list[str], beam: int, repeats: int) -> tuple[dict, dict]:
+    """Translate ``lines`` with each translator in turn, ``repeats`` times over (traced first):
+    ``({name: median seconds}, {name: output texts})``."""
+    times: dict = {name: [] for name in translators}
+    outputs: dict = {}
+    for tr in translators.values():
+        tr.translate(lines[:64], beam=beam)
+    for _ in range(repeats):
+        for name, tr in translators.items():
+            start = time.perf_counter()
+            outputs[name] = [t.text for t in tr.translate(lines, beam=beam)]
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}, outputs
 
 
 def bench_shortlist(full, listed, lines: list[str], args, common: dict) -> None:
@@ -153,27 +171,38 @@ def bench_shortlist(full, listed, lines: list[str], args, common: dict) -> None:
     refs = Path(args.ref).read_text(encoding="utf-8").splitlines() if args.ref else None
     size = [len(listed.decoder.shortlist.targets(np.array(ids)[None])) for ids in listed.src_vocab.encode(lines[:200])]
     for beam in args.beams:
-        listed.translate(lines[:64], beam=beam)
-        times = {"full": [], "listed": []}
-        for _ in range(args.repeats):
-            for name, tr in (("full", full), ("listed", listed)):
-                start = time.perf_counter()
-                out = [t.text for t in tr.translate(lines, beam=beam)]
-                times[name].append(time.perf_counter() - start)
-                if name == "full":
-                    full_out = out
-        secs, full_secs = statistics.median(times["listed"]), statistics.median(times["full"])
+        secs, outs = alternated({"full": full, "listed": listed}, lines, beam, args.repeats)
+        out, full_out = outs["listed"], outs["full"]
         row = {**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}, shortlist "
                f"{listed.decoding.shortlist_per_source}/{listed.decoding.shortlist_frequent}",
-               "sentences_per_second": round(len(lines) / secs, 1),
-               "full_vocabulary_sentences_per_second": round(len(lines) / full_secs, 1),
-               "speedup_vs_full_vocabulary": round(full_secs / secs, 2),
+               "sentences_per_second": round(len(lines) / secs["listed"], 1),
+               "full_vocabulary_sentences_per_second": round(len(lines) / secs["full"], 1),
+               "speedup_vs_full_vocabulary": round(secs["full"] / secs["listed"], 2),
                "outputs_equal_to_full_vocabulary": f"{sum(a == b for a, b in zip(out, full_out))}/{len(lines)}",
                "median_shortlist_size_one_sentence": int(np.median(size)), "vocab": len(listed.tgt_vocab)}
         if refs:
             row.update(bleu=round(sacrebleu.corpus_bleu(out, [refs]).score, 2),
                        full_vocabulary_bleu=round(sacrebleu.corpus_bleu(full_out, [refs]).score, 2))
         print(json.dumps(row), flush=True)
+
+
+def bench_input_table(translator, lines: list[str], args, common: dict) -> None:
+    """The loaded model's input table (``Decoder(frozen_weights=True)``, what ``nmt translate`` uses)
+    against the decoder that multiplies the embeddings at every step, alternated in one process."""
+    import copy
+
+    from nmt.decoding import Decoder
+
+    plain = copy.copy(translator)  # the same model and vocabularies, another decoder
+    plain.decoder = Decoder(translator.model, translator.decoding, translator.decoder.shortlist)
+    for beam in args.beams:
+        secs, outs = alternated({"plain": plain, "table": translator}, lines, beam, args.repeats)
+        print(json.dumps({**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}, input table",
+                          "sentences_per_second": round(len(lines) / secs["table"], 1),
+                          "without_table_sentences_per_second": round(len(lines) / secs["plain"], 1),
+                          "speedup_vs_without_table": round(secs["plain"] / secs["table"], 3),
+                          "outputs_equal_without_table":
+                              f"{sum(a == b for a, b in zip(outs['table'], outs['plain']))}/{len(lines)}"}), flush=True)
 
 
 def bench_export(translator, lines: list[str], reference: dict, repeats: int, work: Path, common: dict) -> None:

@@ -56,7 +56,10 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         assert [r["method"] for r in listed] == ["nmt greedy, shortlist 10/100", "nmt beam 5, shortlist 10/100"]
         assert all(r["sentences_per_second"] > 0 and r["speedup_vs_full_vocabulary"] > 0 for r in listed)
         assert all(0 < r["median_shortlist_size_one_sentence"] <= r["vocab"] for r in listed)
-        exported = [r for r in rows[3:] if r not in listed]
+        tabled = [r for r in rows if r["method"].endswith("input table")]  # made once at load, same outputs
+        assert [r["method"] for r in tabled] == ["nmt greedy, input table", "nmt beam 5, input table"]
+        assert all(r["outputs_equal_without_table"] == "100/100" and r["speedup_vs_without_table"] > 0 for r in tabled)
+        exported = [r for r in rows[3:] if r not in listed and r not in tabled]
         if exported[0].get("skipped"):
             pytest.skip("tensorflow-text is not installed")
         assert len(exported) == 4 and all(r["sentences_per_second"] > 0 for r in exported)
