@@ -197,6 +197,9 @@ def train(config, resume, overwrite, overrides) -> None:
 @click.option("--batch-size", type=click.IntRange(1), help="sentences per decoding batch")
 @click.option("--shortlist/--no-shortlist", default=None,
               help="decode over a lexical shortlist (faster, outputs may differ; default: the run's config)")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]),
+              help="matmuls of the decoding steps (bfloat16: faster on CPUs with AVX-512 BF16 or AMX, outputs may "
+                   "differ; default: the run's config)")
 @click.option("--cpu-threads", type=click.IntRange(1, 1024), help="CPU threads in all (default: the run's config)")
 @click.option("--parallel-batches", type=click.IntRange(1, 64),
               help="batches decoded at once on CPUs, sharing --cpu-threads (default: the run's config)")
@@ -207,7 +210,7 @@ def train(config, resume, overwrite, overrides) -> None:
               help="lines to write attention for")
 @handle_errors
 def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length_penalty, batch_size, shortlist,
-              cpu_threads, parallel_batches, as_json, pieces, attention_dir, attention_max) -> None:
+              precision, cpu_threads, parallel_batches, as_json, pieces, attention_dir, attention_max) -> None:
     """Translate stdin to stdout, one output line per input line.
 
     \b
@@ -222,7 +225,8 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
     from nmt.translate import Translator, translate_stream
 
     translator = Translator(run_dir, checkpoint, length_penalty=length_penalty, batch_size=batch_size,
-                            shortlist=shortlist, cpu_threads=cpu_threads, parallel_batches=parallel_batches)
+                            shortlist=shortlist, precision=precision, cpu_threads=cpu_threads,
+                            parallel_batches=parallel_batches)
     if n_best > 1 and beam is None:
         beam = max(n_best, translator.decoding.beam_size)
     with contextlib.ExitStack() as stack:
@@ -308,6 +312,7 @@ def _read_text(path: str) -> list[str]:
 @click.option("--checkpoint", default="best", show_default=True, help="with --model: best, last or a path")
 @click.option("--beam", type=click.IntRange(1, 64), help="with --model: beam size")
 @click.option("--shortlist/--no-shortlist", default=None, help="with --model: decode over a lexical shortlist")
+@click.option("--precision", type=click.Choice(["float32", "bfloat16"]), help="with --model: decoding matmuls")
 @click.option("--save-hyp", type=click.Path(dir_okay=False), help="with --model: keep the translations here")
 @click.option("--metrics", default="bleu", show_default=True, help="comma-separated: bleu, chrf, ter")
 @click.option("--lowercase", is_flag=True, help="case-insensitive scoring")
@@ -317,8 +322,8 @@ def _read_text(path: str) -> list[str]:
               help="paired bootstrap significance test against this baseline hypothesis file")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
 @handle_errors
-def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, shortlist, save_hyp, metrics, lowercase,
-             tokenize, confidence, baseline_path, as_json) -> None:
+def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, shortlist, precision, save_hyp, metrics,
+             lowercase, tokenize, confidence, baseline_path, as_json) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, TER), signatures included.
 
     \b
@@ -343,7 +348,7 @@ def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, shortlist
         import_tensorflow()
         from nmt.translate import Translator
 
-        translator = Translator(run_dir, checkpoint, shortlist=shortlist)
+        translator = Translator(run_dir, checkpoint, shortlist=shortlist, precision=precision)
         hyps = [t.text for t in translator.translate(sources, beam=beam)]
         if save_hyp:
             from nmt.fileio import atomic_write_text

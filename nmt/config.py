@@ -159,6 +159,10 @@ class DecodingConfig:
     shortlist_per_source: int = _opt(10, "shortlist: target pieces per source piece (Dice coefficient)", min=1,
                                      max=100_000)
     shortlist_frequent: int = _opt(100, "shortlist: most frequent target pieces always allowed", min=0, max=1_000_000)
+    precision: Literal["float32", "bfloat16"] = _opt(
+        "float32", "matmuls of a loaded model's decoding (translate, eval): bfloat16 copies of the weights, made "
+                   "once, multiply at the CPU's bfloat16 speed (AVX-512 BF16 or AMX; faster, outputs may differ); "
+                   "gates, attention scores and softmax stay float32, and so does validation during training")
 
 
 @dataclass(frozen=True)

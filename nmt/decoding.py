@@ -42,6 +42,37 @@ class Hypotheses:
     attention: np.ndarray | None
 
 
+#: the largest input table :func:`freeze_weights` makes: 512 MB, e.g. 32k ids x 1,024 units
+INPUT_TABLE_MAX_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class FrozenWeights:
+    """A loaded model's weights as its decoding steps read them, made once (:func:`freeze_weights`)."""
+
+    step: dict[str, tf.Tensor]  #: the decoder's ``step_weights(kernel dtype)``
+    encoder: dict | None  #: the encoder's ``frozen_weights(kernel dtype)``; None: its variables
+
+
+def freeze_weights(model: Seq2Seq, precision: str = "float32") -> FrozenWeights:
+    """Copies of ``model``'s decoding weights for when they no longer change (a loaded model).
+
+    The decoder's input projection of every target id is made once ([vocab, 3 x decoder units]
+    floats, 49 MB for 8k ids and 512 units; none above ``INPUT_TABLE_MAX_BYTES``) and each step
+    gathers its rows. With ``precision`` ``"bfloat16"`` the step's matmul kernels and the encoder
+    GRUs' kernels are bfloat16 copies: their products run at the CPU's bfloat16 speed (AVX-512
+    BF16, AMX) while the gates, attention scores and softmax stay float32 (see
+    :meth:`nmt.model.decoder.PostAttentionDecoder.step_weights`). The output projection stays
+    float32: in bfloat16 it made decoding slower (measured with 4 batches at once on 2 cores).
+    """
+    dtype = tf.as_dtype(precision)
+    table_bytes = 4 * model.decoder.vocab_size * 3 * model.decoder.units
+    step = model.decoder.step_weights(dtype, with_input_table=table_bytes <= INPUT_TABLE_MAX_BYTES)
+    if dtype == tf.float32:
+        return FrozenWeights(step, None)
+    return FrozenWeights(step, model.encoder.frozen_weights(dtype))
+
+
 def max_output_lengths(src_lengths: tf.Tensor, cfg: DecodingConfig) -> tf.Tensor:
     """Per-sentence output limit ``min(a * |src| + b, cap)`` (|src| without EOS), at least 1."""
     n = tf.cast(src_lengths, tf.float32) * cfg.max_length_a + cfg.max_length_b
@@ -60,19 +91,19 @@ def _block_eos_before(t: tf.Tensor, min_length: int, scores: tf.Tensor) -> tf.Te
 
 def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
                   with_attention: bool = False, min_length: int = 0,
-                  targets: tf.Tensor | None = None, input_table: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
+                  targets: tf.Tensor | None = None, frozen: FrozenWeights | None = None) -> tuple[tf.Tensor, ...]:
     """Greedy decoding of source ids [B, S] until EOS; call inside a ``tf.function``.
 
     EOS cannot be chosen before ``min_length`` tokens (0: no minimum); the per-sentence
     ``max_lengths`` (EOS included) still end every output. ``targets`` (sorted ids [C] starting
     with the special ids 0..3, see :meth:`nmt.shortlist.Shortlist.targets`) restricts every
-    step to a shortlist; its scores are then normalised over the shortlist. ``input_table``
-    is the decoder's :meth:`~nmt.model.decoder.PostAttentionDecoder.input_table`, if made already.
+    step to a shortlist; its scores are then normalised over the shortlist. ``frozen`` is a
+    loaded model's :func:`freeze_weights`, read instead of its variables.
 
     Returns ``(tokens [B, T], lengths [B], scores [B], attention [B, T, S])`` (attention is
     an empty [B, 0, S] tensor unless ``with_attention``).
     """
-    memory, keys, mask, state = model.encode(src)
+    memory, keys, mask, state = model.encode(src, frozen_encoder=frozen and frozen.encoder)
     batch = tf.shape(src)[0]
     src_len = tf.shape(src)[1]
     limit = tf.reduce_max(max_lengths)
@@ -83,9 +114,10 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     attn = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
     by_column = model.projection.weights_by_column(targets)
+    step_weights = frozen and frozen.step
 
     def body(t, y, state, finished, lengths, scores, tokens, attn):
-        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, input_table)
+        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, step_weights)
         logits = model.logits(hidden, by_column, targets)
         # The arg max of the logits is that of the log-probabilities: no log-softmax over [B, V],
         # only its normaliser for the scores. (In a shortlist EOS keeps its id as its column.)
@@ -116,19 +148,19 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
 
 def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_size: int,
                 length_penalty: float, with_attention: bool = False, min_length: int = 0,
-                targets: tf.Tensor | None = None, input_table: tf.Tensor | None = None) -> tuple[tf.Tensor, ...]:
+                targets: tf.Tensor | None = None, frozen: FrozenWeights | None = None) -> tuple[tf.Tensor, ...]:
     """Batched beam search; call inside a ``tf.function``.
 
     Finished hypotheses stay in the beam with a frozen score; the search ends when the best
     hypothesis of every sentence has ended; the final ranking divides each score by
     ``length ** length_penalty``; EOS is blocked before ``min_length`` tokens; ``targets``
-    restricts the search to a shortlist and ``input_table`` saves the input projections, as in
+    restricts the search to a shortlist and ``frozen`` replaces the variables, as in
     :func:`greedy_decode`. Returns
     ``(tokens [B, K, T], lengths [B, K], scores [B, K], attention [B, K, T, S])``, hypotheses
     sorted best first.
     """
     k = beam_size
-    memory, keys, mask, state = model.encode(src)
+    memory, keys, mask, state = model.encode(src, frozen_encoder=frozen and frozen.encoder)
     batch = tf.shape(src)[0]
     src_len = tf.shape(src)[1]
 
@@ -145,18 +177,19 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     attn = tf.zeros([batch, k, 0, src_len], tf.float32)
     y = tf.fill([batch * k], BOS_ID)
     by_column = model.projection.weights_by_column(targets)
+    step_weights = frozen and frozen.step
     vocab = by_column.shape[1] or tf.shape(by_column)[1]  # the whole vocabulary or the shortlist's size
     # Log-probabilities that keep a finished hypothesis as it is: 0 for PAD, -inf elsewhere.
-    frozen = tf.concat([tf.zeros([1]), tf.fill([vocab - 1], _NEG_INF)], 0)
+    keep_finished = tf.concat([tf.zeros([1]), tf.fill([vocab - 1], _NEG_INF)], 0)
 
     def body(t, y, state, scores, finished, lengths, seqs, attn):
-        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, input_table)
+        hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, step_weights)
         log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden, by_column, targets)), [batch, k, vocab])
         log_probs = _block_eos_before(t, min_length, log_probs)
         force_eos = (t + 1 >= limits)[:, :, None]
         eos_only = tf.one_hot(EOS_ID, vocab, on_value=0.0, off_value=_NEG_INF)
         log_probs = tf.where(force_eos, log_probs + eos_only, log_probs)
-        log_probs = tf.where(finished[:, :, None], frozen, log_probs)
+        log_probs = tf.where(finished[:, :, None], keep_finished, log_probs)
         flat = tf.reshape(scores[:, :, None] + log_probs, [batch, k * vocab])
         scores, index = tf.math.top_k(flat, k=k)
         beam = index // vocab
@@ -205,29 +238,21 @@ def thread_plan(cfg: DecodingConfig, cores: int, on_gpu: bool) -> tuple[int, int
     return parallel, max(1, threads // parallel)
 
 
-#: the largest input table a Decoder makes (see :class:`Decoder`): 512 MB, e.g. 32k ids x 1,024 units
-INPUT_TABLE_MAX_BYTES = 512 * 2**20
-
-
 class Decoder:
     """Compiled decoding functions of one model (traced once, reused for every batch).
 
     With a :class:`~nmt.shortlist.Shortlist` every batch is decoded over the target ids its
     source pieces allow (:meth:`~nmt.shortlist.Shortlist.targets`) instead of the whole vocabulary.
     :func:`translate_ids` decodes ``parallel_batches`` batches at once (see :func:`thread_plan`).
-    With ``frozen_weights`` (the model's weights will not change: a loaded model) the decoder's
-    input projection of every target id is made once, here (the decoder's ``input_table()``; [vocab, 3 x
-    decoder units] floats, 49 MB for 8k ids and 512 units; none above ``INPUT_TABLE_MAX_BYTES``),
-    and decoding steps gather its rows.
+    With ``frozen_weights`` (the model's weights will not change: a loaded model) the weights
+    decoding reads are copied once, here, in ``cfg.precision`` (:func:`freeze_weights`);
+    without, every call reads the variables (validation during training) in float32.
     """
 
     def __init__(self, model: Seq2Seq, cfg: DecodingConfig, shortlist: Shortlist | None = None,
                  frozen_weights: bool = False) -> None:
         self.model, self.cfg, self.shortlist = model, cfg, shortlist
-        table_bytes = 4 * model.decoder.vocab_size * 3 * model.decoder.units  # float32 [vocab, 3 x units]
-        self.input_table = None
-        if frozen_weights and table_bytes <= INPUT_TABLE_MAX_BYTES:
-            self.input_table = model.decoder.input_table()
+        self.frozen = freeze_weights(model, cfg.precision) if frozen_weights else None
         self._fns: dict[tuple[int, bool, bool], Callable] = {}
         self._trace_lock = threading.Lock()
         self.parallel_batches = thread_plan(cfg, available_cores(), gru.cudnn_available())[0]
@@ -247,12 +272,12 @@ class Decoder:
         if beam == 1:
             def run(src, max_lengths, targets=None):
                 tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention,
-                                                                 self.cfg.min_length, targets, self.input_table)
+                                                                 self.cfg.min_length, targets, self.frozen)
                 return tokens[:, None], lengths[:, None], scores[:, None], attention[:, None]
         else:
             def run(src, max_lengths, targets=None):
                 return beam_search(self.model, src, max_lengths, beam, self.cfg.length_penalty, with_attention,
-                                   self.cfg.min_length, targets, self.input_table)
+                                   self.cfg.min_length, targets, self.frozen)
         fn = tf.function(run, input_signature=spec)
         fn.get_concrete_function()
         return fn

@@ -27,7 +27,8 @@ steps: the run stops with an error unless JoeyNMT ran exactly 30 per batch. Deco
 model load excluded is (median wall time for test2016) - (median wall time for a one-line input),
 the two alternated --decode-repeats times, the same rule for all; output lengths are printed as a
 check. nmt's row is decoded a second time over a lexical shortlist (``nmt translate --shortlist``,
-same checkpoint, same forced 30 steps) and reported as "nmt (shortlist decoding)"; the peers
+same checkpoint, same forced 30 steps) and reported as "nmt (shortlist decoding)", and with bfloat16
+matmuls (``--precision bfloat16``, with and without the shortlist); the peers
 always decode over the whole vocabulary (neither has a shortlist; OpenNMT's vocabulary map
 belongs to its CTranslate2 engine, not to OpenNMT-tf).
 
@@ -255,13 +256,17 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
     result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=out_pieces)
     if variants:
         # The same checkpoint decoded over a lexical shortlist (--shortlist; its table is built from
-        # the training data once per run directory, about 1 s, by an untimed first call), and one
-        # batch at a time over all --threads (--parallel-batches 1: the peers' thread layout).
+        # the training data once per run directory, about 1 s, by an untimed first call), one
+        # batch at a time over all --threads (--parallel-batches 1: the peers' thread layout), and
+        # with bfloat16 matmuls (--precision bfloat16), over the whole vocabulary and the shortlist.
         one_line([*translate, "--shortlist"])
         result["variants"] = {}
-        for label, flag, suffix in (("shortlist decoding", "--shortlist", "shortlist"),
-                                    ("one batch at a time", "--parallel-batches=1", "one_batch")):
-            seconds, _, out_pieces = timed([*translate, flag], work / f"nmt_{placement}_{suffix}.hyp")
+        bf16 = "--precision=bfloat16"
+        for label, flags, suffix in (("shortlist decoding", ["--shortlist"], "shortlist"),
+                                     ("one batch at a time", ["--parallel-batches=1"], "one_batch"),
+                                     ("bfloat16 decoding", [bf16], "bf16"),
+                                     ("shortlist, bfloat16", ["--shortlist", bf16], "shortlist_bf16")):
+            seconds, _, out_pieces = timed([*translate, *flags], work / f"nmt_{placement}_{suffix}.hyp")
             result["variants"][label] = {"decode_seconds": round(seconds, 3), "hyp_pieces": out_pieces}
     return result
 

@@ -15,9 +15,10 @@ source pieces); its outputs are compared with ``nmt translate``'s.
     python scripts/bench_translate.py --quick      # trains a tiny model on the bundled sample first (< 1 minute)
 
 Then the input table's rows: the same decoding with and without the decoder's input projections made
-once at load (``Decoder(frozen_weights=True)``), alternated in one process. The last rows decode over
-the run's lexical shortlist (``decoding.shortlist``), alternated with the
-whole vocabulary in the same process; ``--ref`` adds BLEU of both.
+once at load (``Decoder(frozen_weights=True)``), alternated in one process. The shortlist rows decode
+over the run's lexical shortlist (``decoding.shortlist``), alternated with the whole vocabulary in
+the same process; the bfloat16 rows decode with ``decoding.precision: bfloat16`` (the whole
+vocabulary, then the shortlist), alternated with float32. ``--ref`` adds BLEU of both sides.
 """
 
 from __future__ import annotations
@@ -141,10 +142,36 @@ def main() -> None:
                       "speedup_of_nmt_greedy": round(greedy_rate / rate, 1) if greedy_rate else None}), flush=True)
     bench_export(translator, lines, reference, args.repeats, Path(args.work), common)
     bench_input_table(translator, lines, args, common)
+    listed = None
     if not args.no_shortlist:
         listed = Translator(run_dir, shortlist=True, shortlist_per_source=args.shortlist_per_source,
                             shortlist_frequent=args.shortlist_frequent)
         bench_shortlist(translator, listed, lines, args, common)
+    bench_precision(translator, listed, lines, args, common)
+
+
+def variant(translator, frozen_weights: bool = True, **decoding):
+    """A copy of ``translator`` (the same model and vocabularies) with a decoder of its own:
+    ``decoding`` changes its settings, ``frozen_weights`` as in :class:`nmt.decoding.Decoder`."""
+    import copy
+    import dataclasses
+
+    from nmt.decoding import Decoder
+
+    other = copy.copy(translator)
+    other.decoding = dataclasses.replace(translator.decoding, **decoding)
+    other.decoder = Decoder(translator.model, other.decoding, translator.decoder.shortlist, frozen_weights)
+    return other
+
+
+def bleu_of(outputs: dict, args) -> dict:
+    """``{"<name>_bleu": BLEU}`` of each output list against ``--ref`` (nothing without it)."""
+    import sacrebleu
+
+    if not args.ref:
+        return {}
+    refs = Path(args.ref).read_text(encoding="utf-8").splitlines()
+    return {f"{name}_bleu": round(sacrebleu.corpus_bleu(out, [refs]).score, 2) for name, out in outputs.items()}
 
 
 def alternated(translators: dict, lines: list[str], beam: int, repeats: int) -> tuple[dict, dict]:
@@ -166,9 +193,7 @@ def bench_shortlist(full, listed, lines: list[str], args, common: dict) -> None:
     """Decoding over the run's lexical shortlist against the whole vocabulary, alternated in one
     process: speed-up, outputs equal to the full vocabulary's and, with ``--ref``, BLEU of both."""
     import numpy as np
-    import sacrebleu
 
-    refs = Path(args.ref).read_text(encoding="utf-8").splitlines() if args.ref else None
     size = [len(listed.decoder.shortlist.targets(np.array(ids)[None])) for ids in listed.src_vocab.encode(lines[:200])]
     for beam in args.beams:
         secs, outs = alternated({"full": full, "listed": listed}, lines, beam, args.repeats)
@@ -179,22 +204,15 @@ def bench_shortlist(full, listed, lines: list[str], args, common: dict) -> None:
                "full_vocabulary_sentences_per_second": round(len(lines) / secs["full"], 1),
                "speedup_vs_full_vocabulary": round(secs["full"] / secs["listed"], 2),
                "outputs_equal_to_full_vocabulary": f"{sum(a == b for a, b in zip(out, full_out))}/{len(lines)}",
-               "median_shortlist_size_one_sentence": int(np.median(size)), "vocab": len(listed.tgt_vocab)}
-        if refs:
-            row.update(bleu=round(sacrebleu.corpus_bleu(out, [refs]).score, 2),
-                       full_vocabulary_bleu=round(sacrebleu.corpus_bleu(full_out, [refs]).score, 2))
+               "median_shortlist_size_one_sentence": int(np.median(size)), "vocab": len(listed.tgt_vocab),
+               **bleu_of({"shortlist": out, "full_vocabulary": full_out}, args)}
         print(json.dumps(row), flush=True)
 
 
 def bench_input_table(translator, lines: list[str], args, common: dict) -> None:
     """The loaded model's input table (``Decoder(frozen_weights=True)``, what ``nmt translate`` uses)
     against the decoder that multiplies the embeddings at every step, alternated in one process."""
-    import copy
-
-    from nmt.decoding import Decoder
-
-    plain = copy.copy(translator)  # the same model and vocabularies, another decoder
-    plain.decoder = Decoder(translator.model, translator.decoding, translator.decoder.shortlist)
+    plain = variant(translator, frozen_weights=False)
     for beam in args.beams:
         secs, outs = alternated({"plain": plain, "table": translator}, lines, beam, args.repeats)
         print(json.dumps({**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}, input table",
@@ -203,6 +221,24 @@ def bench_input_table(translator, lines: list[str], args, common: dict) -> None:
                           "speedup_vs_without_table": round(secs["plain"] / secs["table"], 3),
                           "outputs_equal_without_table":
                               f"{sum(a == b for a, b in zip(outs['table'], outs['plain']))}/{len(lines)}"}), flush=True)
+
+
+def bench_precision(full, listed, lines: list[str], args, common: dict) -> None:
+    """``decoding.precision: bfloat16`` against float32 (the whole vocabulary, then the shortlist if
+    ``listed``), alternated in one process: speed-up, outputs equal and, with ``--ref``, BLEU of both."""
+    for name, float32 in (("", full), (", shortlist", listed)):
+        if float32 is None:
+            continue
+        bfloat16 = variant(float32, precision="bfloat16")
+        for beam in args.beams:
+            secs, outs = alternated({"float32": float32, "bfloat16": bfloat16}, lines, beam, args.repeats)
+            same = sum(a == b for a, b in zip(outs["bfloat16"], outs["float32"]))
+            print(json.dumps({**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}{name}, bfloat16",
+                              "sentences_per_second": round(len(lines) / secs["bfloat16"], 1),
+                              "float32_sentences_per_second": round(len(lines) / secs["float32"], 1),
+                              "speedup_vs_float32": round(secs["float32"] / secs["bfloat16"], 3),
+                              "outputs_equal_to_float32": f"{same}/{len(lines)}",
+                              **bleu_of(outs, args)}), flush=True)
 
 
 def bench_export(translator, lines: list[str], reference: dict, repeats: int, work: Path, common: dict) -> None:

@@ -39,16 +39,24 @@ def test_step_by_step_equals_teacher_forcing_and_checkpoint_round_trip(placement
     tgt = tf.constant([[2, 10, 11, 12], [2, 13, 14, 15]])
     hidden, weights = model.hidden_and_attention((src, tgt))
     memory, keys, mask, state = model.encode(src)
-    table = model.decoder.input_table()  # every target id's input projection, made once
-    assert table.shape == (40, 3 * 12)
-    steps, tabled, tabled_state = [], [], state
-    for t in range(4):
-        h, state, _ = model.decoder.step(tgt[:, t], state, memory, keys, mask)
-        steps.append(h)
-        h, tabled_state, _ = model.decoder.step(tgt[:, t], tabled_state, memory, keys, mask, table)
-        tabled.append(h)
-    np.testing.assert_allclose(tf.stack(steps, 1).numpy(), hidden.numpy(), atol=1e-5)
-    np.testing.assert_allclose(tf.stack(tabled, 1).numpy(), hidden.numpy(), atol=1e-5)
+    # a loaded model's copies, made once: every target id's input projection, kernels in float32 or bfloat16
+    frozen = {dtype: model.decoder.step_weights(dtype) for dtype in (tf.float32, tf.bfloat16)}
+    assert frozen[tf.float32]["input_table"].shape == (40, 3 * 12)
+    assert frozen[tf.bfloat16]["recurrent_kernel"].dtype == tf.bfloat16
+    assert frozen[tf.bfloat16]["recurrent_bias"].dtype == tf.float32
+    outputs = {}
+    for kind in (None, tf.float32, tf.bfloat16):
+        h_t, outputs[kind] = state, []
+        for t in range(4):
+            h, h_t, _ = model.decoder.step(tgt[:, t], h_t, memory, keys, mask, frozen.get(kind))
+            assert h.dtype == tf.float32
+            outputs[kind].append(h)
+        outputs[kind] = tf.stack(outputs[kind], 1).numpy()
+    np.testing.assert_allclose(outputs[None], hidden.numpy(), atol=1e-5)
+    np.testing.assert_allclose(outputs[tf.float32], hidden.numpy(), atol=1e-5)
+    # bfloat16 products: close to float32 (8-bit mantissas), but not the same computation
+    np.testing.assert_allclose(outputs[tf.bfloat16], hidden.numpy(), atol=3e-2)
+    assert np.abs(outputs[tf.bfloat16] - hidden.numpy()).max() > 1e-5
     assert float(tf.reduce_max(weights[1, :, 3:])) == 0.0  # padding never attended
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
     fresh = build_model(cfg, 30, 40)

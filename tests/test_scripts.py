@@ -52,14 +52,18 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         methods = [r["method"] for r in rows]
         assert methods[:2] == ["nmt greedy", "nmt beam 5"] and "baseline" in methods[2]
         assert rows[2]["outputs_equal_to_compiled_greedy"] == "5/5"
-        listed = [r for r in rows if "shortlist" in r["method"]]
+        listed = [r for r in rows if r["method"].endswith("shortlist 10/100")]
         assert [r["method"] for r in listed] == ["nmt greedy, shortlist 10/100", "nmt beam 5, shortlist 10/100"]
         assert all(r["sentences_per_second"] > 0 and r["speedup_vs_full_vocabulary"] > 0 for r in listed)
         assert all(0 < r["median_shortlist_size_one_sentence"] <= r["vocab"] for r in listed)
         tabled = [r for r in rows if r["method"].endswith("input table")]  # made once at load, same outputs
         assert [r["method"] for r in tabled] == ["nmt greedy, input table", "nmt beam 5, input table"]
         assert all(r["outputs_equal_without_table"] == "100/100" and r["speedup_vs_without_table"] > 0 for r in tabled)
-        exported = [r for r in rows[3:] if r not in listed and r not in tabled]
+        bf16 = [r for r in rows if r["method"].endswith("bfloat16")]  # outputs may differ from float32
+        assert [r["method"] for r in bf16] == ["nmt greedy, bfloat16", "nmt beam 5, bfloat16",
+                                               "nmt greedy, shortlist, bfloat16", "nmt beam 5, shortlist, bfloat16"]
+        assert all(r["speedup_vs_float32"] > 0 and int(r["outputs_equal_to_float32"].split("/")[0]) > 0 for r in bf16)
+        exported = [r for r in rows[3:] if r not in listed and r not in tabled and r not in bf16]
         if exported[0].get("skipped"):
             pytest.skip("tensorflow-text is not installed")
         assert len(exported) == 4 and all(r["sentences_per_second"] > 0 for r in exported)

@@ -1,5 +1,5 @@
-"""Translation: line alignment always, batching invariance (parallel batches, input table), greedy = beam 1,
-EOS stops, attention export."""
+"""Translation: line alignment always, batching invariance (parallel batches, input table), bfloat16 matmuls,
+greedy = beam 1, EOS stops, attention export."""
 
 from __future__ import annotations
 
@@ -72,7 +72,8 @@ def test_batches_decoded_at_once_give_the_same_translations_in_input_order(train
     three_at_once = Decoder(translator.model, dataclasses.replace(translator.decoding, parallel_batches=3),
                             frozen_weights=True)
     assert (one_by_one.parallel_batches, three_at_once.parallel_batches) == (1, 3)
-    assert one_by_one.input_table is None and three_at_once.input_table.shape[0] == len(translator.tgt_vocab)
+    assert one_by_one.frozen is None
+    assert three_at_once.frozen.step["input_table"].shape[0] == len(translator.tgt_vocab)
     for beam in (1, 3):
         expected = translate_ids(one_by_one, ids, 2, beam=beam, n_best=beam)
         got = translate_ids(three_at_once, ids, 2, beam=beam, n_best=beam)
@@ -84,6 +85,29 @@ def test_batches_decoded_at_once_give_the_same_translations_in_input_order(train
     for option in ("--parallel-batches", "--cpu-threads"):  # out of range: one usage line, exit 2, no output
         r = invoke("translate", "--model", str(trained_run), option, "0", input="Thanks.\n")
         assert r.exit_code == 2 and r.stdout == "" and f"Invalid value for '{option}'" in r.stderr
+
+
+def test_bfloat16_decoding_multiplies_bfloat16_copies_and_translates_like_float32(trained_run, translator):
+    """decoding.precision bfloat16: the step's and the encoder GRUs' kernels are bfloat16 copies made at
+    load, the rest float32; translations stay those of float32 or close to them, line for line."""
+    bf16 = Translator(trained_run, precision="bfloat16", shortlist=False)
+    frozen = bf16.decoder.frozen
+    assert frozen.step["recurrent_kernel"].dtype == frozen.step["attentional_kernel"].dtype == tf.bfloat16
+    assert frozen.step["recurrent_bias"].dtype == tf.float32 and frozen.step["input_table"].dtype == tf.float32
+    kernel, recurrent_kernel, bias = frozen.encoder["bigru_0_backward"]  # the encoder's GRUs too
+    assert (kernel.dtype, recurrent_kernel.dtype, bias.dtype) == (tf.bfloat16, tf.bfloat16, tf.float32)
+    assert translator.decoder.frozen.encoder is None  # float32 reads the encoder's variables
+    for beam in (1, 3):
+        ours, theirs = bf16.translate(SENTENCES, beam=beam), translator.translate(SENTENCES, beam=beam)
+        same = [(a.score, b.score) for a, b in zip(ours, theirs) if a.target_ids == b.target_ids]
+        assert len(same) >= len(SENTENCES) // 2, [(a.text, b.text) for a, b in zip(ours, theirs)]
+        np.testing.assert_allclose(*zip(*same), rtol=0.05)  # the same tokens, scores within bfloat16's rounding
+    r = invoke("translate", "--model", str(trained_run), "--precision", "bfloat16", "--shortlist", "--beam", "3",
+               input="I am hungry.\n\nThanks.\n")
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("\n") == 3 and r.stdout.split("\n")[1] == ""  # one line per input line
+    r = invoke("translate", "--model", str(trained_run), "--precision", "float16", input="Thanks.\n")
+    assert r.exit_code == 2 and r.stdout == "" and "Invalid value for '--precision'" in r.stderr
 
 
 def test_thread_plan_shares_the_cpu_threads_among_parallel_batches():

@@ -8,7 +8,9 @@ input, which needs a step loop (on CPUs :func:`nmt.model.feed.feed_sequence`, wi
 hand-written backward pass).
 
 Both produce the attentional hidden layer ``tanh(W [s_t; c_t])`` that the shared output
-projection turns into logits, and both expose the same one-step interface for decoding.
+projection turns into logits, and both expose the same one-step interface for decoding. A step
+reads its weights from a dict (:meth:`_DecoderBase.step_weights`): the layers' variables, or
+copies made once for a loaded model (every target id's input projection, bfloat16 kernels).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import keras
 import tensorflow as tf
 
 from nmt.model import feed, gru
-from nmt.model.attention import BahdanauAttention
+from nmt.model.attention import BahdanauAttention, additive_attention
+from nmt.model.ops import dense
 
 
 class _DecoderBase(keras.layers.Layer):
@@ -43,11 +46,52 @@ class _DecoderBase(keras.layers.Layer):
         model): a step then gathers 64 rows instead of a [B, E] x [E, 3D] matmul."""
         return self._project_inputs(self.embedding.embeddings)
 
-    def _step_inputs(self, y_prev: tf.Tensor, input_table: tf.Tensor | None, dtype: tf.DType) -> tf.Tensor:
-        """The input projection of the previous tokens: gathered from ``input_table`` if given."""
-        if input_table is not None:
-            return tf.cast(tf.gather(input_table, y_prev), dtype)
+    def step_weights(self, kernel_dtype: tf.DType | str | None = None, with_input_table: bool = True
+                     ) -> dict[str, tf.Tensor]:
+        """The weights one decoding step (:meth:`step`) reads, by name.
+
+        Without ``kernel_dtype``: the variables themselves (what a model in training uses, its
+        weights changing between calls). With it, copies made now, for weights that no longer
+        change (a loaded model): ``input_table`` (:meth:`input_table`, float32; left out without
+        ``with_input_table``) replaces the embedding and the input projection, and the matmul
+        kernels (names ending in ``_kernel``) are cast to ``kernel_dtype``. With bfloat16 a step
+        multiplies at the CPU's bfloat16 speed, its activations cast to bfloat16 for each product
+        (:func:`nmt.model.ops.dense`), while biases, gates, attention scores and softmax stay float32.
+        """
+        att = self.attention
+        weights = {"query_kernel": att.query_layer.kernel, "query_bias": att.query_layer.bias,
+                   "score_vector": att.score_layer.kernel, "attentional_kernel": self.attentional.kernel,
+                   "attentional_bias": self.attentional.bias, **self._gru_step_weights()}
+        if kernel_dtype is None:
+            return weights
+        frozen = {name: tf.cast(w, kernel_dtype if name.endswith("_kernel") else tf.float32)
+                  for name, w in weights.items()}
+        if with_input_table:
+            frozen["input_table"] = tf.cast(self.input_table(), tf.float32)
+        return frozen
+
+    def _gru_step_weights(self) -> dict[str, tf.Tensor]:
+        """The GRU's part of :meth:`step_weights` (variables)."""
+        raise NotImplementedError
+
+    def _step_inputs(self, y_prev: tf.Tensor, weights: dict[str, tf.Tensor], dtype: tf.DType) -> tf.Tensor:
+        """The input projection of the previous tokens: gathered from the input table if ``weights`` has one."""
+        if "input_table" in weights:
+            return tf.cast(tf.gather(weights["input_table"], y_prev), dtype)
         return self._project_inputs(self.embedding(y_prev))
+
+    def _step_attention(self, query: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor, memory_mask: tf.Tensor,
+                        weights: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        """What ``self.attention`` computes for one query per sentence [B, Q], from ``weights``:
+        ``(context [B, D], attention weights [B, S])``."""
+        q = dense(query, weights["query_kernel"], weights["query_bias"])
+        v = tf.cast(weights["score_vector"], q.dtype)
+        context, attention = additive_attention(q[:, None, :], keys, memory, memory_mask, v)
+        return context[:, 0], attention[:, 0]
+
+    def _step_hidden(self, h: tf.Tensor, context: tf.Tensor, weights: dict[str, tf.Tensor]) -> tf.Tensor:
+        """What ``self.attentional`` computes for one step, from ``weights``: ``tanh(W [h; c] + b)`` [B, A]."""
+        return tf.tanh(dense(tf.concat([h, context], -1), weights["attentional_kernel"], weights["attentional_bias"]))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
@@ -78,17 +122,24 @@ class PostAttentionDecoder(_DecoderBase):
     def _project_inputs(self, embedded: tf.Tensor) -> tf.Tensor:
         return gru.input_projection(self.rnn.cell, embedded)
 
-    def step(self, y_prev: tf.Tensor, state: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor,
-             memory_mask: tf.Tensor, input_table: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``.
+    def _gru_step_weights(self) -> dict[str, tf.Tensor]:
+        cell = self.rnn.cell
+        return {"recurrent_kernel": cell.recurrent_kernel, "recurrent_bias": cell.bias[1]}
 
-        The GRU cell's two matmuls and its gates (:func:`gru.cell_step`) directly: Keras'
-        ``GRUCell.call`` computes the same with more ops per step. ``input_table`` is
-        :meth:`input_table`, if made already.
+    def step(self, y_prev: tf.Tensor, state: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor,
+             memory_mask: tf.Tensor, weights: dict[str, tf.Tensor] | None = None
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One decoding step: ``(hidden [B, A], new state [B, D], attention weights [B, S])``.
+
+        The GRU cell's matmuls and gates (:func:`gru.gru_update`) directly: Keras' ``GRUCell.call``
+        computes the same with more ops per step. ``weights`` is :meth:`step_weights`, if made
+        already (a loaded model); None reads the variables.
         """
-        state = gru.cell_step(self.rnn.cell, self._step_inputs(y_prev, input_table, state.dtype), state)
-        context, weights = self.attention(state, keys, memory, memory_mask)
-        return self.attentional(tf.concat([state, context], -1)), state, weights
+        w = weights or self.step_weights()
+        hr = dense(state, w["recurrent_kernel"], w["recurrent_bias"])
+        state = gru.gru_update(self._step_inputs(y_prev, w, state.dtype), hr, state)[0]
+        context, attention = self._step_attention(state, memory, keys, memory_mask, w)
+        return self._step_hidden(state, context, w), state, attention
 
 
 @keras.saving.register_keras_serializable("nmt")
@@ -99,10 +150,13 @@ class FeedAttentionDecoder(_DecoderBase):
         super().__init__(*args, **kwargs)
         self.cell = keras.layers.GRUCell(self.units, reset_after=True, name="gru_cell")
 
-    def _cell_step(self, x_emb_proj: tf.Tensor, context: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
-        """GRU update with the embedding part of the input projection precomputed."""
-        kernel = tf.cast(self.cell.kernel[self.embedding_dim:], context.dtype)  # no autocast in step()
-        return gru.cell_step(self.cell, x_emb_proj + tf.matmul(context, kernel), h)
+    def _cell_step(self, x_emb_proj: tf.Tensor, context: tf.Tensor, h: tf.Tensor,
+                   weights: dict[str, tf.Tensor] | None = None) -> tf.Tensor:
+        """GRU update with the embedding part of the input projection precomputed; ``weights`` as in
+        :meth:`step` (None: the variables)."""
+        w = weights or self._gru_step_weights()
+        x_proj = x_emb_proj + dense(context, w["context_kernel"])
+        return gru.gru_update(x_proj, dense(h, w["recurrent_kernel"], w["recurrent_bias"]), h)[0]
 
     def _ensure_built(self, memory: tf.Tensor) -> None:
         if not self.cell.built:
@@ -148,11 +202,18 @@ class FeedAttentionDecoder(_DecoderBase):
     def _project_inputs(self, embedded: tf.Tensor) -> tf.Tensor:
         return gru.input_projection(self.cell, embedded, self.embedding_dim)
 
+    def _gru_step_weights(self) -> dict[str, tf.Tensor]:
+        cell = self.cell
+        return {"context_kernel": cell.kernel[self.embedding_dim:], "recurrent_kernel": cell.recurrent_kernel,
+                "recurrent_bias": cell.bias[1]}
+
     def step(self, y_prev: tf.Tensor, state: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor,
-             memory_mask: tf.Tensor, input_table: tf.Tensor | None = None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """One decoding step: ``(hidden [B, A], new state [B, D], weights [B, S])``; ``input_table``
-        is :meth:`input_table`, if made already."""
+             memory_mask: tf.Tensor, weights: dict[str, tf.Tensor] | None = None
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """One decoding step: ``(hidden [B, A], new state [B, D], attention weights [B, S])``;
+        ``weights`` is :meth:`step_weights`, if made already (None reads the variables)."""
         self._ensure_built(memory)
-        context, weights = self.attention(state, keys, memory, memory_mask)
-        h = self._cell_step(self._step_inputs(y_prev, input_table, state.dtype), context, state)
-        return self.attentional(tf.concat([h, context], -1)), h, weights
+        w = weights or self.step_weights()
+        context, attention = self._step_attention(state, memory, keys, memory_mask, w)
+        h = self._cell_step(self._step_inputs(y_prev, w, state.dtype), context, state, w)
+        return self._step_hidden(h, context, w), h, attention

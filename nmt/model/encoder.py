@@ -31,8 +31,29 @@ class Encoder(keras.layers.Layer):
         self.dropout = keras.layers.Dropout(dropout)
         self.bridge = keras.layers.Dense(decoder_units, activation="tanh", name="bridge")
 
-    def call(self, src: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """Encode ids [B, S] (0 = padding) into ``(memory [B, S, 2U], mask [B, S], state [B, D])``."""
+    def frozen_weights(self, kernel_dtype: tf.DType | str) -> dict[str, tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+        """Copies of the GRUs' weights for a model whose weights no longer change (a loaded model):
+        per layer and direction ``(kernel, recurrent kernel, bias)``, the kernels in ``kernel_dtype``
+        and the biases float32. Pass them to :meth:`call` as ``frozen``."""
+        copies = {}
+        for i in range(self.num_layers):
+            layer = getattr(self, f"bigru_{i}")
+            for direction, gru_layer in (("forward", layer.forward_layer), ("backward", layer.backward_layer)):
+                cell = gru_layer.cell
+                copies[f"bigru_{i}_{direction}"] = (tf.cast(cell.kernel, kernel_dtype),
+                                                    tf.cast(cell.recurrent_kernel, kernel_dtype),
+                                                    tf.cast(cell.bias, tf.float32))
+        return copies
+
+    def call(self, src: tf.Tensor, training: bool = False,
+             frozen: dict[str, tuple[tf.Tensor, tf.Tensor, tf.Tensor]] | None = None
+             ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Encode ids [B, S] (0 = padding) into ``(memory [B, S, 2U], mask [B, S], state [B, D])``.
+
+        ``frozen`` (:meth:`frozen_weights`) replaces the GRUs' variables in the CPU loop
+        (a loaded model's bfloat16 copies); GPUs run Keras' layers on the variables.
+        """
+        frozen = frozen or {}
         mask = tf.not_equal(src, 0)
         x = self.dropout(self.embedding(src), training=training)
         fused = not gru.cudnn_available()
@@ -40,8 +61,10 @@ class Encoder(keras.layers.Layer):
         for i in range(self.num_layers):
             layer = getattr(self, f"bigru_{i}")
             if fused and layer.built:  # the same weights through the fused CPU loop (nmt.model.gru)
-                x_fw, fw = gru.fused_gru(layer.forward_layer, x, lengths=lengths, training=training)
-                x_bw, bw = gru.fused_gru(layer.backward_layer, x, lengths=lengths, reverse=True, training=training)
+                x_fw, fw = gru.fused_gru(layer.forward_layer, x, lengths=lengths, training=training,
+                                         frozen=frozen.get(f"bigru_{i}_forward"))
+                x_bw, bw = gru.fused_gru(layer.backward_layer, x, lengths=lengths, reverse=True, training=training,
+                                         frozen=frozen.get(f"bigru_{i}_backward"))
                 x = tf.concat([x_fw, x_bw], -1)
             else:
                 x, fw, bw = layer(x, mask=mask, training=training)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nmt.model.ops import matmul_last
+from nmt.model.ops import dense
 
 
 def gru_update(x_proj: tf.Tensor, hr: tf.Tensor, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -54,20 +54,11 @@ def input_projection(cell: keras.layers.GRUCell, x: tf.Tensor, kernel_rows: int 
     """``x @ kernel + input bias`` of a built Keras ``GRUCell`` for ``x`` [..., E]: [..., 3U] in ``x``'s dtype.
 
     ``kernel_rows`` uses the first rows of the kernel only (the embedding's part of a wider input).
-    The weights are cast to ``x``'s dtype: outside a layer call (decoding steps) Keras does not
-    autocast them under mixed precision.
+    The weights are cast to ``x``'s dtype under mixed precision (:func:`~nmt.model.ops.dense`):
+    outside a layer call (decoding steps) Keras does not autocast them.
     """
     kernel = cell.kernel if kernel_rows is None else cell.kernel[:kernel_rows]
-    kernel, bias = tf.cast(kernel, x.dtype), tf.cast(cell.bias[0], x.dtype)
-    return (tf.matmul(x, kernel) if x.shape.rank == 2 else matmul_last(x, kernel)) + bias
-
-
-def cell_step(cell: keras.layers.GRUCell, x_proj: tf.Tensor, h: tf.Tensor) -> tf.Tensor:
-    """One step of a built Keras ``GRUCell`` (``reset_after=True``) from its input projection
-    ``x_proj = x @ kernel + input bias`` [B, 3U]: the new state [B, U] (what decoders run per token).
-    The weights are cast to the state's dtype (float16 under mixed precision)."""
-    return gru_update(x_proj, tf.matmul(h, tf.cast(cell.recurrent_kernel, h.dtype)) + tf.cast(cell.bias[1], h.dtype),
-                      h)[0]
+    return dense(x, kernel, cell.bias[0])
 
 
 def _forward(x_proj: tf.Tensor, h0: tf.Tensor, rk: tf.Tensor, rb: tf.Tensor, masks: tf.Tensor | None,
@@ -78,7 +69,7 @@ def _forward(x_proj: tf.Tensor, h0: tf.Tensor, rk: tf.Tensor, rb: tf.Tensor, mas
     arrays = [tf.TensorArray(x_proj.dtype, size=steps) for _ in range(5 if record else 1)]
 
     def step(t, h, arrays):
-        hr = tf.matmul(h, rk) + rb
+        hr = dense(h, rk, rb)
         h_new, z, r, cand = gru_update(x_proj[t], hr, h)
         hr_h = hr[:, 2 * units:]
         if masks is not None:
@@ -100,14 +91,16 @@ def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, 
     ``h0`` [B, U]; ``recurrent_kernel`` [U, 3U]; ``recurrent_bias`` [3U]; ``mask`` [T, B]
     (1 = real step, 0 = padding; where 0 the state is carried over unchanged) or None.
     With ``training`` the loop keeps what the hand-written gradient needs; without, it is a
-    plain forward loop (what decoding and a SavedModel use).
+    plain forward loop (what decoding and a SavedModel use), whose ``recurrent_kernel`` may be
+    narrower than ``x_proj`` (a bfloat16 copy: see :func:`~nmt.model.ops.dense`).
     """
     dtype = x_proj.dtype
-    h0, recurrent_kernel, recurrent_bias = (tf.cast(a, dtype) for a in (h0, recurrent_kernel, recurrent_bias))
+    h0 = tf.cast(h0, dtype)
     masks = None if mask is None else tf.cast(mask, dtype)[:, :, None]
     if not training:
         outputs, h_last, _ = _forward(x_proj, h0, recurrent_kernel, recurrent_bias, masks, record=False)
         return outputs, h_last
+    recurrent_kernel, recurrent_bias = tf.cast(recurrent_kernel, dtype), tf.cast(recurrent_bias, dtype)
 
     @tf.custom_gradient
     def run(x_proj, h0, rk, rb):
@@ -151,23 +144,26 @@ def cudnn_available() -> bool:
 
 
 def fused_gru(layer: keras.layers.GRU, x: tf.Tensor, initial_state: tf.Tensor | None = None,
-              lengths: tf.Tensor | None = None, reverse: bool = False,
-              training: bool = True) -> tuple[tf.Tensor, tf.Tensor]:
+              lengths: tf.Tensor | None = None, reverse: bool = False, training: bool = True,
+              frozen: tuple[tf.Tensor, tf.Tensor, tf.Tensor] | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """The GRU of a built Keras ``layer`` over ``x`` [B, T, E] by :func:`gru_sequence`: ``(outputs [B, T, U], state)``.
 
     ``lengths`` [B] marks right padding (the state stops at each sentence's end); ``reverse``
     runs each sentence from its last real step to its first, as the backward half of a
-    bidirectional layer does (outputs stay aligned with ``x``).
+    bidirectional layer does (outputs stay aligned with ``x``). ``frozen`` ``(kernel, recurrent
+    kernel, bias [2, 3U])`` replaces the layer's weights when not ``training`` (a loaded model's
+    copies, see :meth:`nmt.model.encoder.Encoder.frozen_weights`).
     """
     cell = layer.cell
+    kernel, recurrent_kernel, bias = frozen or (cell.kernel, cell.recurrent_kernel, cell.bias)
     steps = tf.shape(x)[1]
     if initial_state is None:
         initial_state = tf.zeros([tf.shape(x)[0], layer.units], x.dtype)
     if reverse:
         x = tf.reverse_sequence(x, lengths, seq_axis=1, batch_axis=0)
-    x_proj = input_projection(cell, tf.transpose(x, [1, 0, 2]))
+    x_proj = dense(tf.transpose(x, [1, 0, 2]), kernel, bias[0])
     mask = None if lengths is None else tf.transpose(tf.sequence_mask(lengths, steps))
-    outputs, state = gru_sequence(x_proj, initial_state, cell.recurrent_kernel, cell.bias[1], mask, training)
+    outputs, state = gru_sequence(x_proj, initial_state, recurrent_kernel, bias[1], mask, training)
     outputs = tf.transpose(outputs, [1, 0, 2])
     if reverse:
         outputs = tf.reverse_sequence(outputs, lengths, seq_axis=1, batch_axis=0)

@@ -94,9 +94,11 @@ class Seq2Seq(keras.Model):
         """Sub-layers create their weights on the first call (see :func:`build_model`)."""
         self.built = True
 
-    def encode(self, src: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """``(memory, keys, mask, initial decoder state)`` for source ids [B, S]."""
-        memory, mask, state = self.encoder(src, training=training)
+    def encode(self, src: tf.Tensor, training: bool = False, frozen_encoder: dict | None = None
+               ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``(memory, keys, mask, initial decoder state)`` for source ids [B, S]; ``frozen_encoder``
+        is the encoder's :meth:`~nmt.model.encoder.Encoder.frozen_weights`, if made."""
+        memory, mask, state = self.encoder(src, training=training, frozen=frozen_encoder)
         return memory, self.decoder.attention.keys(memory), mask, state
 
     def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
