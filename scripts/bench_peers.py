@@ -220,7 +220,8 @@ def count_pieces(path: Path) -> float:
 def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
               threads: int, env: dict, decode_repeats: int, variants: bool = False) -> dict:
     """Train nmt for ``warmup + steps`` steps and greedy-decode test2016 with the last checkpoint
-    (with ``variants``, also over a lexical shortlist and one batch at a time: ``result["variants"]``)."""
+    (with ``variants``, also over a lexical shortlist, one batch at a time and with bfloat16 matmuls, with
+    and without the shortlist: ``result["variants"]``)."""
     import yaml
 
     run_dir = work / f"nmt_{placement}_{num_sampled}"

@@ -106,8 +106,9 @@ def test_bfloat16_decoding_multiplies_bfloat16_copies_and_translates_like_float3
                input="I am hungry.\n\nThanks.\n")
     assert r.exit_code == 0, r.output
     assert r.stdout.count("\n") == 3 and r.stdout.split("\n")[1] == ""  # one line per input line
-    r = invoke("translate", "--model", str(trained_run), "--precision", "float16", input="Thanks.\n")
-    assert r.exit_code == 2 and r.stdout == "" and "Invalid value for '--precision'" in r.stderr
+    for command in (["translate", "--model", str(trained_run)], ["eval", "--hyp", "h.txt", "--ref", "r.txt"]):
+        r = invoke(*command, "--precision", "float16", input="Thanks.\n")
+        assert r.exit_code == 2 and r.stdout == "" and "Invalid value for '--precision'" in r.stderr
 
 
 def test_thread_plan_shares_the_cpu_threads_among_parallel_batches():
