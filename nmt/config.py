@@ -129,7 +129,10 @@ class TrainingConfig:
         "auto", "XLA-compile the train step (auto: off; it recompiles per batch shape and measured slower on CPUs)")
     mixed_precision: Literal["auto", "on", "off"] = _opt("auto", "float16 compute with float32 loss (auto: GPUs only)")
     device: Literal["auto", "cpu", "gpu"] = _opt("auto", "auto: a GPU when TensorFlow sees one, else the CPU")
-    threads: int = _opt(0, "TensorFlow intra-op threads (0: TensorFlow's choice)", min=0, max=1024)
+    threads: int = _opt(0, "CPU threads for training in all (0: the cores this process may use)", min=0, max=1024)
+    parallel_parts: int = _opt(0, "parts of each batch computed side by side on CPUs, each with threads / "
+                                  "parallel_parts intra-op threads, their gradients summed into one update "
+                                  "(0: one per thread, at most 2; GPUs: 1)", min=0, max=64)
     distribution: Literal["auto", "none", "mirrored", "multi_worker"] = _opt(
         "auto", "auto: MirroredStrategy over several GPUs, else one device; multi_worker: the cluster in TF_CONFIG")
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from nmt.config import BREAKING_SECTIONS, Config, config_from_dict, diff_configs, dump_config, read_yaml
+from nmt.config import BREAKING_SECTIONS, Config, TrainingConfig, config_from_dict, diff_configs, dump_config, read_yaml
 from nmt.distribute import Cluster, distribute_batch, read_cluster
 from nmt.errors import InputError, NmtError
 from nmt.fileio import atomic_write_text
@@ -50,27 +50,29 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any]:
+def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any, int]:
     """Threads, the distribution strategy, determinism, devices and precision.
 
-    Returns ``(device description, strategy)``. Must run before TensorFlow creates its first
-    op (it configures the runtime).
+    Returns ``(device description, strategy, parts per batch)`` (:func:`training_thread_plan`).
+    Must run before TensorFlow creates its first op (it configures the runtime).
     """
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     import keras
     import tensorflow as tf
 
     from nmt.distribute import make_strategy
-    from nmt.sysinfo import set_cpu_threads
+    from nmt.sysinfo import available_cores, set_cpu_threads
 
     t = cfg.training
-    if t.threads:
-        set_cpu_threads(t.threads, min(2, t.threads))
+    gpus = tf.config.list_physical_devices("GPU")
+    if t.device == "cpu":
+        gpus = []
+    parts, intra, inter = training_thread_plan(t, available_cores(), bool(gpus))
+    if intra:
+        set_cpu_threads(intra, inter)
     try:
-        gpus = tf.config.list_physical_devices("GPU")
-        if t.device == "cpu" and gpus:
+        if t.device == "cpu" and tf.config.list_physical_devices("GPU"):
             tf.config.set_visible_devices([], "GPU")
-            gpus = []
         for gpu in gpus:
             tf.config.experimental.set_memory_growth(gpu, True)
     except RuntimeError:
@@ -86,10 +88,59 @@ def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any]:
     keras.utils.set_random_seed(t.seed)
     device = f"GPU ({len(gpus)} visible: {', '.join(g.name for g in gpus)})" if gpus else "CPU"
     device += ", mixed float16" if mixed else ", float32"
+    if parts > 1:
+        device += f", {parts} parts of each batch side by side"
+        device += f" ({intra} intra-op thread{'s' if intra > 1 else ''} each)" if intra else ""
     if strategy.num_replicas_in_sync > 1:
         name = "MultiWorkerMirroredStrategy" if cluster.kind == "multi_worker" else type(strategy).__name__
         device += f", {name} with {strategy.num_replicas_in_sync} replicas"
-    return device, strategy
+    return device, strategy, parts
+
+
+def training_thread_plan(t: TrainingConfig, cores: int, on_gpu: bool) -> tuple[int, int, int]:
+    """``(parts per batch, intra-op threads, inter-op threads)`` for training; 0 threads: TensorFlow's choice.
+
+    On CPUs a batch is cut into ``parallel_parts`` row blocks (0: one per thread, at most 2)
+    whose forward and backward passes are independent branches of the step's graph, run side
+    by side on the inter-op threads, each op of a part on ``threads // parts`` intra-op threads;
+    their gradients are summed into one update, the same as the whole batch's. The step is
+    chains of small ops (the GRU recurrences, one step after the other) that two threads share
+    badly, as in decoding (:func:`nmt.decoding.thread_plan`): on 2 cores two parts of 32
+    sentences with one thread each train faster than 64 sentences over both threads
+    (docs/benchmarks.md). GPUs: one part, TensorFlow's threads unless ``threads`` is set.
+    """
+    if on_gpu:
+        return 1, t.threads, min(2, t.threads)
+    threads = t.threads or cores
+    parts = t.parallel_parts or min(2, threads)
+    if parts == 1 and not t.threads:
+        return 1, 0, 0
+    return parts, max(1, threads // parts), max(parts, min(2, threads))
+
+
+def split_batch(src: Any, tgt_in: Any, tgt_out: Any, parts: int) -> list[tuple[Any, Any, Any]]:
+    """Cut a padded batch into ``parts`` near-equal row blocks, each trimmed to its own widest row.
+
+    The batches are sorted by length (:class:`~nmt.dataset.BatchPlanner`), so the blocks of
+    shorter rows lose padding. A block may be empty (fewer rows than parts): it then adds
+    nothing to the loss, its token count or the gradients. Padding id is 0, on the right.
+    """
+    import tensorflow as tf
+
+    if parts == 1:
+        return [(src, tgt_in, tgt_out)]
+    rows = tf.shape(src)[0]
+
+    def width(x):
+        return tf.maximum(tf.reduce_max(tf.reduce_sum(tf.cast(tf.not_equal(x, 0), tf.int32), 1)), 1)
+
+    blocks = []
+    for k in range(parts):
+        a, b = rows * k // parts, rows * (k + 1) // parts
+        s, ti, to = src[a:b], tgt_in[a:b], tgt_out[a:b]
+        w = width(to)
+        blocks.append((s[:, :width(s)], ti[:, :w], to[:, :w]))
+    return blocks
 
 
 def learning_rate(step: int | Any, cfg: Config) -> Any:
@@ -140,7 +191,7 @@ class Trainer:
         else:
             self._prepare_run_dir(False, False)
             self.resuming = resume
-        self.device, self.strategy = configure_tensorflow(cfg, self.cluster)
+        self.device, self.strategy, self.parallel_parts = configure_tensorflow(cfg, self.cluster)
         self.replicas = self.strategy.num_replicas_in_sync
         self.distributed = self.replicas > 1 or self.cluster.num_workers > 1
         where = f"worker {self.cluster.worker_index} of {self.cluster.num_workers}; " \
@@ -284,7 +335,7 @@ class Trainer:
 
         model, optimizer, strategy = self.model, self.optimizer, self.strategy
         seed0 = tf.constant(self.cfg.training.seed, tf.int64)
-        distributed, replicas = self.distributed, float(self.replicas)
+        distributed, replicas, parts = self.distributed, float(self.replicas), self.parallel_parts
         clipping = self.cfg.training.clip_norm > 0
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
         SUM = tf.distribute.ReduceOp.SUM
@@ -294,7 +345,8 @@ class Trainer:
             seed = tf.stack([seed0, tf.cast(optimizer.iterations, tf.int64)])
             context = tf.distribute.get_replica_context()
             with tf.GradientTape() as tape:
-                loss_sum, tokens = self._loss(src, tgt_in, tgt_out, True, seed)
+                sums = [self._loss(*part, True, seed) for part in split_batch(src, tgt_in, tgt_out, parts)]
+                loss_sum, tokens = tf.add_n([s for s, _ in sums]), tf.add_n([n for _, n in sums])
                 global_tokens = context.all_reduce(SUM, tokens) if distributed else tokens
                 loss = loss_sum / tf.maximum(global_tokens, 1.0)
                 scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss

@@ -17,6 +17,10 @@
    name scope, in CPU-thread milliseconds per step (both threads counted, so the total is about
    twice the wall time), printed as JSON lines.
 
+Every figure runs in the training step's thread layout (``--parallel-parts``, 0: nmt's default,
+:func:`nmt.training.training_thread_plan`; 2 parts of one intra-op thread each on 2 cores): the
+matmuls run one chain per part side by side, and decoding one batch per part.
+
     python scripts/bench_limit.py                  # Multi30k en-de, reference model, full softmax V=8k
     python scripts/bench_limit.py --profile 10     # the same, then the op-time breakdown
     python scripts/bench_limit.py --quick          # tiny model on the bundled sample, < 1 minute
@@ -42,30 +46,35 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0) -> float:
+def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0, chains: int = 1) -> float:
     """Median GFLOP/s of float32 ``[m, k] @ [k, n]`` products, 20 per call in a dependent chain.
 
     Each product feeds the next (``x @ B`` then ``@ C`` back to ``[m, k]``), so no two are
-    the same expression and none can be merged or skipped by the graph optimiser.
+    the same expression and none can be merged or skipped by the graph optimiser. ``chains``
+    independent chains run side by side in each call (on the inter-op threads: the layout of
+    training with ``parallel_parts``, one chain per part).
     """
     import tensorflow as tf
 
-    x0 = tf.random.normal([m, k]) * 0.01
+    x0 = [tf.random.normal([m, k]) * 0.01 for _ in range(chains)]
     b = tf.random.normal([k, n]) * (1.0 / k) ** 0.5
     c = tf.random.normal([n, k]) * (1.0 / n) ** 0.5
 
     @tf.function
-    def run(x):
-        for _ in range(10):
-            x = tf.matmul(tf.matmul(x, b), c)
-        return x
+    def run(xs):
+        out = []
+        for x in xs:
+            for _ in range(10):
+                x = tf.matmul(tf.matmul(x, b), c)
+            out.append(x)
+        return out
 
-    run(x0).numpy()
+    run(x0)[0].numpy()
     rates, start = [], time.perf_counter()
     while time.perf_counter() - start < seconds or len(rates) < 3:
         t = time.perf_counter()
-        run(x0).numpy()
-        rates.append(20 * 2 * m * k * n / (time.perf_counter() - t) / 1e9)
+        [x.numpy() for x in run(x0)]
+        rates.append(chains * 20 * 2 * m * k * n / (time.perf_counter() - t) / 1e9)
     return statistics.median(rates)
 
 
@@ -94,18 +103,19 @@ def step_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: int
     return 3.0 * forward_flops(cfg, src_w, tgt_w, batch, vocab, sampled)
 
 
-def greedy_decode_rate(cfg, model, split, vocab: int, batch: int, steps: int, repeats: int) -> dict:
+def greedy_decode_rate(cfg, model, split, vocab: int, batch: int, steps: int, repeats: int,
+                       parallel: int = 1) -> dict:
     """Greedy decoding of a held-out split at exactly ``steps`` decoder steps per sentence, as
     bench_peers.py holds every toolkit to: median sentences/s of ``repeats`` passes and the
     matmul FLOPs done per pass (encoder, keys and ``steps`` decoder steps of every batch)."""
     from nmt.config import DecodingConfig
     from nmt.decoding import Decoder, length_sorted_batches, translate_ids
 
-    # One batch at a time over the process' threads (set for training): the layout whose FLOP/s
-    # the session 6 figures report; nmt translate's own layout (several batches at once, one
-    # intra-op thread each) is measured by bench_peers.py and bench_translate.py.
+    # ``parallel`` batches at a time (the training step's parts) over the process' threads, set
+    # for training. Session 6's figures were one batch over both threads; nmt translate's own
+    # layout (4 batches at once for 2 threads) is measured by bench_peers.py and bench_translate.py.
     decoder = Decoder(model, DecodingConfig(max_length_a=0.0, max_length_b=steps, min_length=steps - 1,
-                                            batch_size=batch, parallel_batches=1))
+                                            batch_size=batch, parallel_batches=parallel))
     offsets = split.src_offsets
     sentences = [split.src_ids[a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:])]
     translate_ids(decoder, sentences[:batch], batch)  # trace the decoder once
@@ -174,20 +184,27 @@ def main() -> None:
                         help="greedy decoding of the test split at exactly T decoder steps per sentence (0: skip)")
     parser.add_argument("--decode-batch", type=int, default=64)
     parser.add_argument("--decode-repeats", type=int, default=3)
+    parser.add_argument("--parallel-parts", type=int, default=0, metavar="P",
+                        help="training.parallel_parts (0: nmt's default); the matmuls run P chains side by side")
     args = parser.parse_args()
     import numpy as np
     import tensorflow as tf
 
-    from nmt.config import config_from_dict
-    from nmt.sysinfo import machine
-    from nmt.training import Trainer
+    from nmt.config import TrainingConfig, config_from_dict
+    from nmt.sysinfo import available_cores, machine, set_cpu_threads
+    from nmt.training import Trainer, training_thread_plan
 
-    info = machine()
+    # The thread pools are the process' own, set once: the training step's layout for every figure.
+    parts, intra, inter = training_thread_plan(TrainingConfig(parallel_parts=args.parallel_parts),
+                                               available_cores(), on_gpu=False)
+    if intra:
+        set_cpu_threads(intra, inter)
+    info = {**machine(), "parallel_parts": parts, "intra_op_threads": intra or "tensorflow"}
     shapes = [(512, 512, 512)] if args.quick else [(2048, 2048, 2048), (1024, 1024, 1024), (64, 512, 1536),
                                                    (896, 512, 8000)]
     peaks = {}
     for shape in shapes:
-        peaks[shape] = matmul_gflops(*shape, seconds=0.5 if args.quick else 3.0)
+        peaks[shape] = matmul_gflops(*shape, seconds=0.5 if args.quick else 3.0, chains=parts)
         print(json.dumps({"bench": "matmul", "shape": "x".join(map(str, shape)),
                           "gflops": round(peaks[shape], 1), **info}), flush=True)
     peak = max(peaks.values())
@@ -199,7 +216,7 @@ def main() -> None:
               "attentional_units": 64} if args.quick else {})
     cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**model, "dropout": 0.0},
                             "training": {"run_dir": str(work / "run_limit"), "num_sampled": args.num_sampled,
-                                         "max_steps": 1}})
+                                         "max_steps": 1, "parallel_parts": parts}})
     trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
     plan = trainer.planner.plan(0)[:args.steps + 10 + args.profile]
     batches = [trainer.planner.make_batch(rows) for rows in plan]
@@ -225,7 +242,7 @@ def main() -> None:
                       "ceiling_tokens_per_second": round(tokens / seconds * peak / achieved), **info}), flush=True)
     if args.decode_steps:
         d = greedy_decode_rate(cfg, trainer.model, trainer.data.split("test"), vocab, args.decode_batch,
-                               args.decode_steps, args.decode_repeats)
+                               args.decode_steps, args.decode_repeats, parts)
         rate = d["flops"] / d["seconds"] / 1e9
         print(json.dumps({"bench": "greedy_decode_flops", "vocab": vocab, "sentences": d["sentences"],
                           "batch": args.decode_batch, "decoder_steps": args.decode_steps,

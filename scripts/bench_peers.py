@@ -8,10 +8,13 @@ Every toolkit gets the same data, the same model and the same threads:
   embeddings 256, dropout 0.2, batch 64 sentences, Adam 1e-3, sentences up to 80 pieces;
 - threads: OMP_NUM_THREADS / MKL_NUM_THREADS = --threads for all; TensorFlow intra- and inter-op
   threads = --threads (nmt by its config, OpenNMT-tf by TF_NUM_INTRAOP_THREADS/TF_NUM_INTEROP_THREADS);
-  PyTorch takes its intra-op threads from OMP_NUM_THREADS. nmt translates with its default layout of
-  those threads, several batches at once (decoding.cpu_threads = --threads, parallel_batches = auto:
-  4 batches x 1 intra-op thread for --threads 2), and once more one batch at a time over all of them
-  (--parallel-batches 1: the peers' layout), reported as "nmt (one batch at a time)".
+  PyTorch takes its intra-op threads from OMP_NUM_THREADS. nmt trains with its default layout of
+  those threads (training.threads = --threads, parallel_parts = auto: 2 parts of each batch side by
+  side x 1 intra-op thread for --threads 2, the same update as the whole batch), and translates with
+  its default layout of those threads, several batches at once (decoding.cpu_threads = --threads,
+  parallel_batches = auto: 4 batches x 1 intra-op thread for --threads 2), and once more one batch at
+  a time over all of them (--parallel-batches 1: the peers' layout), reported as "nmt (one batch at a
+  time)".
 
 Each repeat trains every toolkit in turn (alternated, so machine noise falls on all of them) for
 ``--warmup + --steps`` steps and reads the toolkit's own tokens/s log lines after the warm-up

@@ -12,6 +12,14 @@ instead of nmt.model.feed's backward pass (toolkit ``nmt-keras-gru-loop``).
     python scripts/bench_train.py                       # V=8k and V=32k, full and sampled, post and feed
     python scripts/bench_train.py --vocab 8000 --steps 100
     python scripts/bench_train.py --quick               # tiny model on the bundled sample, < 1 minute
+    python scripts/bench_train.py --vocab 8000 --placements post --parts 1 0 --repeats 3
+
+Thread pools are per process, so the rows of one process share them (TensorFlow's defaults), and
+nmt runs there with ``training.parallel_parts: 1``, one batch over all threads, like the baseline.
+``--parts`` instead runs nmt alone in a fresh process per loss and ``training.parallel_parts`` value (0:
+nmt's default, see ``nmt.training.training_thread_plan``), each setting its own threads, the
+values alternated ``--repeats`` times; a last row per configuration gives the medians and their
+ratio to the first value.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +51,7 @@ TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attentio
 
 
 def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
-              model: dict, keras_gru: bool = False) -> dict:
+              model: dict, keras_gru: bool = False, parts: int = 1) -> dict:
     """nmt's training loop; ``keras_gru`` runs the GRUs through keras.layers.GRU's own CPU loop
     instead of nmt.model.gru's fused one (the same weights and maths), and the feed decoder through
     its plain step loop differentiated by TensorFlow instead of nmt.model.feed's (the GPU paths),
@@ -51,13 +60,13 @@ def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
     if keras_gru:  # the layers' "cuDNN path" is the Keras layer itself, which on a CPU runs Keras' loop
         gru.cudnn_available = lambda: True
     try:
-        return _bench_nmt(prep, work, placement, num_sampled, steps, warmup, model)
+        return _bench_nmt(prep, work, placement, num_sampled, steps, warmup, model, parts)
     finally:
         gru.cudnn_available = fused_switch
 
 
 def _bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
-               model: dict) -> dict:
+               model: dict, parts: int) -> dict:
     from nmt.training import Trainer
 
     run = work / f"run_{placement}_{num_sampled}"
@@ -66,7 +75,7 @@ def _bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: 
         "model": {**model, "attention_placement": placement},
         "training": {"run_dir": str(run), "batch_size": 64, "num_sampled": num_sampled, "max_steps": warmup + steps,
                      "log_every": 10, "validate_every": 10**8, "validate_max_sentences": 1,
-                     "checkpoint_every": 10**8}})
+                     "checkpoint_every": 10**8, "parallel_parts": parts}})
     trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
     trainer.train()
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
@@ -143,7 +152,14 @@ def main() -> None:
     parser.add_argument("--placements", nargs="+", default=["post", "feed"])
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
+    parser.add_argument("--parts", type=int, nargs="+", metavar="P",
+                        help="nmt alone, a fresh process per training.parallel_parts value (0: nmt's default)")
+    parser.add_argument("--repeats", type=int, default=3, help="with --parts: alternated runs of each value")
+    parser.add_argument("--child", type=int, metavar="P", help=argparse.SUPPRESS)  # one --parts run
+    parser.add_argument("--child-sampled", type=int, help=argparse.SUPPRESS)  # of one loss
     args = parser.parse_args()
+    if args.parts:
+        return compare_parts(args)
     import tensorflow  # noqa: F401  (machine() reports its version)
 
     model = TINY if args.quick else REFERENCE_MODEL
@@ -155,18 +171,53 @@ def main() -> None:
         for vocab in vocabs:
             prep = prepared_dir(work, vocab, args.quick)
             for num_sampled in (0, 128 if args.quick else 1024 if vocab > 8000 else 512):
+                if args.child is not None and args.child_sampled not in (None, num_sampled):
+                    continue
                 common = {"bench": "train", "requested_vocab": vocab, "loss": "sampled" if num_sampled else "full",
                           "num_sampled": num_sampled, "batch": 64, "quick": args.quick, **machine()}
+                if args.child is not None:
+                    r = bench_nmt(prep, Path(tmp), args.placements[0], num_sampled, steps, warmup, model,
+                                  parts=args.child)
+                    print(json.dumps({**common, "toolkit": "nmt", "placement": args.placements[0],
+                                      "parallel_parts": args.child, **r}), flush=True)
+                    continue
                 if not args.no_baseline:
                     r = bench_plain_keras(prep, num_sampled, steps, warmup, model)
                     print(json.dumps({**common, "toolkit": "plain-keras-step", "placement": "post", **r}), flush=True)
                 for placement in args.placements:
                     r = bench_nmt(prep, Path(tmp), placement, num_sampled, steps, warmup, model)
-                    print(json.dumps({**common, "toolkit": "nmt", "placement": placement, **r}), flush=True)
+                    print(json.dumps({**common, "toolkit": "nmt", "placement": placement, "parallel_parts": 1, **r}),
+                          flush=True)
                 for placement in [] if args.no_baseline else args.placements:
                     r = bench_nmt(prep, Path(tmp), placement, num_sampled, steps, warmup, model, keras_gru=True)
                     print(json.dumps({**common, "toolkit": "nmt-keras-gru-loop", "placement": placement, **r}),
                           flush=True)
+
+
+def compare_parts(args: argparse.Namespace) -> None:
+    """``--parts``: nmt alone in a fresh process per parts value and configuration, alternated."""
+    runs: dict[tuple, list[int]] = {}
+    configs = [(v, p, n) for v in ([500] if args.quick else args.vocab) for p in args.placements
+               for n in (0, 128 if args.quick else 1024 if v > 8000 else 512)]
+    for _ in range(args.repeats):
+        for vocab, placement, num_sampled in configs:
+            for parts in args.parts:
+                cmd = [sys.executable, __file__, "--child", str(parts), "--child-sampled", str(num_sampled),
+                       "--vocab", str(vocab), "--placements", placement, "--steps", str(args.steps),
+                       "--warmup", str(args.warmup), "--work", args.work]
+                out = subprocess.run(cmd + (["--quick"] if args.quick else []), check=True, capture_output=True,
+                                     text=True).stdout
+                for line in out.splitlines():
+                    row = json.loads(line)
+                    print(line, flush=True)
+                    runs.setdefault((vocab, placement, row["num_sampled"], parts), []).append(row["tokens_per_second"])
+    for (vocab, placement, num_sampled, parts), rates in runs.items():
+        first = statistics.median(runs[(vocab, placement, num_sampled, args.parts[0])])
+        print(json.dumps({"bench": "train_parts", "requested_vocab": vocab, "placement": placement,
+                          "num_sampled": num_sampled, "parallel_parts": parts, "repeats": len(rates),
+                          "median_tokens_per_second": round(statistics.median(rates)),
+                          f"speedup_vs_parts_{args.parts[0]}": round(statistics.median(rates) / first, 3),
+                          "quick": args.quick, **machine()}), flush=True)
 
 
 if __name__ == "__main__":

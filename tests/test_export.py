@@ -83,7 +83,8 @@ def test_exported_model_translates_like_nmt_translate(trained_run, tmp_path):
         assert got[path]["translations"] == [w["translation"] for w in want]
         assert got[path]["scores"] == pytest.approx([w["score"] for w in want], abs=1e-4)
         assert got[path]["translations"][1] == got[path]["translations"][3] == ""
-        assert got[path]["translations"][0] != ""
+        real = [got[path]["scores"][i] for i in (0, 2, 4, 5, 6)]  # the tiny model may say nothing: its scores
+        assert all(score < 0 for score in real) and len({round(score, 4) for score in real}) > 1  # still differ
         assert got[path]["empty_batch"] == 0
 
     cli = shutil.which("saved_model_cli", path=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])

@@ -29,10 +29,19 @@ def test_bench_prepare_quick(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", []),
-                                          ("bench_limit.py", ["--steps", "5", "--profile", "2"])])
+                                          ("bench_limit.py", ["--steps", "5", "--profile", "2"]),
+                                          ("bench_train.py", ["--placements", "post", "--parts", "1", "2",
+                                                              "--repeats", "1"])])
 def test_bench_quick_modes(script, extra, capsys, tmp_path):
     rows = run_script(script, "--quick", "--work", str(tmp_path), *extra, capsys=capsys, tmp_path=tmp_path)
-    if script == "bench_train.py":
+    if "--parts" in extra:  # nmt alone, a fresh process per training.parallel_parts value
+        runs = {(r["parallel_parts"], r["loss"]): r["tokens_per_second"] for r in rows if r["bench"] == "train"}
+        assert set(runs) == {(p, x) for p in (1, 2) for x in ("full", "sampled")} and min(runs.values()) > 0
+        summary = {(r["parallel_parts"], r["num_sampled"] > 0): r for r in rows if r["bench"] == "train_parts"}
+        assert set(summary) == {(p, x) for p in (1, 2) for x in (False, True)}
+        assert all(r["speedup_vs_parts_1"] == 1.0 for (p, _), r in summary.items() if p == 1)
+        assert all(r["speedup_vs_parts_1"] > 0 for r in summary.values())
+    elif script == "bench_train.py":
         toolkits = ("nmt", "plain-keras-step", "nmt-keras-gru-loop")
         assert {(r["toolkit"], r["loss"]) for r in rows} == {(t, x) for t in toolkits for x in ("full", "sampled")}
         assert all(r["tokens_per_second"] > 0 for r in rows)

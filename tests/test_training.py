@@ -101,3 +101,40 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(corpus_dir, 
                                        r"\(last good checkpoint: .*ckpt-10\)"):
         trainer.train()
     assert trainer.manager.latest_checkpoint.endswith("ckpt-10")
+
+
+@pytest.mark.parametrize("placement,num_sampled", [("post", 64), ("feed", 0)])
+def test_batch_parts_side_by_side_make_the_same_updates(corpus_dir, prepared, tmp_path, placement, num_sampled):
+    """training.parallel_parts cuts each batch into row blocks trained side by side: without dropout the
+    losses and weights are those of the whole batch, for uneven blocks and for blocks left empty
+    (batches of one sentence with two parts). The learning rate is low enough that the sums' different
+    order of float additions does not flip the sign of Adam's update of a weight whose gradient is ~0."""
+    def losses(name, parts, **training):
+        cfg = tiny_config(corpus_dir, model={"attention_placement": placement},
+                          training={"run_dir": str(tmp_path / name), "max_steps": 12, "validate_every": 100,
+                                    "num_sampled": num_sampled, "parallel_parts": parts, "learning_rate": 0.001,
+                                    **training})
+        logs: list[str] = []
+        result = train(config_from_dict(cfg), log=logs.append)
+        device = [line for line in logs if line.startswith("device:")]
+        assert (f"{parts} parts of each batch side by side" in device[0]) == (parts > 1), device
+        return result.losses
+
+    whole = losses("whole", 1)
+    for parts in (2, 3) if placement == "post" else (2,):
+        assert losses(f"parts{parts}", parts) == pytest.approx(whole, rel=1e-5, abs=1e-5), parts
+    if placement == "post":
+        assert losses("one_row_parts", 2, batch_size=1) == pytest.approx(losses("one_row", 1, batch_size=1),
+                                                                         rel=1e-5, abs=1e-5)
+
+
+def test_training_thread_plan_shares_the_threads_among_parts():
+    from nmt.config import TrainingConfig
+    from nmt.training import training_thread_plan
+
+    assert training_thread_plan(TrainingConfig(), cores=2, on_gpu=False) == (2, 1, 2)
+    assert training_thread_plan(TrainingConfig(), cores=1, on_gpu=False) == (1, 0, 0)  # TensorFlow's own choice
+    assert training_thread_plan(TrainingConfig(threads=8), cores=2, on_gpu=False) == (2, 4, 2)
+    assert training_thread_plan(TrainingConfig(threads=6, parallel_parts=3), cores=16, on_gpu=False) == (3, 2, 3)
+    assert training_thread_plan(TrainingConfig(parallel_parts=1, threads=2), cores=16, on_gpu=False) == (1, 2, 2)
+    assert training_thread_plan(TrainingConfig(parallel_parts=4), cores=16, on_gpu=True) == (1, 0, 0)
