@@ -64,14 +64,13 @@ def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any, int]:
     from nmt.sysinfo import available_cores, set_cpu_threads
 
     t = cfg.training
-    gpus = tf.config.list_physical_devices("GPU")
-    if t.device == "cpu":
-        gpus = []
+    physical = tf.config.list_physical_devices("GPU")  # (listing the logical ones would start the runtime)
+    gpus = [] if t.device == "cpu" else physical
     parts, intra, inter = training_thread_plan(t, available_cores(), bool(gpus))
     if intra:
         set_cpu_threads(intra, inter)
     try:
-        if t.device == "cpu" and tf.config.list_physical_devices("GPU"):
+        if physical and not gpus:
             tf.config.set_visible_devices([], "GPU")
         for gpu in gpus:
             tf.config.experimental.set_memory_growth(gpu, True)

@@ -143,6 +143,11 @@ def bench_plain_keras(prep: Path, num_sampled: int, steps: int, warmup: int, mod
     return {"tokens_per_second": round(statistics.median(rates)), "vocab": vocab_tgt}
 
 
+def sampled_losses(vocab: int, quick: bool) -> tuple[int, int]:
+    """The two losses measured per vocabulary: full softmax (0) and the sampled candidates used for it."""
+    return 0, 128 if quick else 1024 if vocab > 8000 else 512
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model on the bundled sample (< 1 minute)")
@@ -170,7 +175,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         for vocab in vocabs:
             prep = prepared_dir(work, vocab, args.quick)
-            for num_sampled in (0, 128 if args.quick else 1024 if vocab > 8000 else 512):
+            for num_sampled in sampled_losses(vocab, args.quick):
                 if args.child is not None and args.child_sampled not in (None, num_sampled):
                     continue
                 common = {"bench": "train", "requested_vocab": vocab, "loss": "sampled" if num_sampled else "full",
@@ -198,7 +203,7 @@ def compare_parts(args: argparse.Namespace) -> None:
     """``--parts``: nmt alone in a fresh process per parts value and configuration, alternated."""
     runs: dict[tuple, list[int]] = {}
     configs = [(v, p, n) for v in ([500] if args.quick else args.vocab) for p in args.placements
-               for n in (0, 128 if args.quick else 1024 if v > 8000 else 512)]
+               for n in sampled_losses(v, args.quick)]
     for _ in range(args.repeats):
         for vocab, placement, num_sampled in configs:
             for parts in args.parts:
