@@ -163,6 +163,8 @@ def main() -> None:
     parser.add_argument("--child", type=int, metavar="P", help=argparse.SUPPRESS)  # one --parts run
     parser.add_argument("--child-sampled", type=int, help=argparse.SUPPRESS)  # of one loss
     args = parser.parse_args()
+    if args.parts and (min(args.parts) < 0 or args.repeats < 1):
+        parser.error("--parts values must be at least 0 and --repeats at least 1")
     if args.parts:
         return compare_parts(args)
     import tensorflow  # noqa: F401  (machine() reports its version)

@@ -44,6 +44,8 @@ def test_wrong_types_and_ranges_name_file_and_key():
     assert "decoding.parallel_batches must be <= 64" in error_of({"decoding": {"parallel_batches": 65}})
     assert "decoding.cpu_threads must be >= 0" in error_of({"decoding": {"cpu_threads": -1}})
     assert "decoding.precision must be one of 'float32', 'bfloat16'" in error_of({"decoding": {"precision": "fp16"}})
+    assert "training.parallel_parts must be <= 64" in error_of({"training": {"parallel_parts": 65}})
+    assert "training.threads must be >= 0" in error_of({"training": {"threads": -1}})
 
 
 def test_cross_key_rules():

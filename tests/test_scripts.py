@@ -122,3 +122,18 @@ def test_bench_peers_rejects_zero_repeats(option, capsys, tmp_path):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].endswith(f"error: {option} must be at least 1") and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "peers").exists()
+
+
+@pytest.mark.parametrize("extra", [["--parts", "-1"], ["--parts", "1", "--repeats", "0"]])
+def test_bench_train_rejects_bad_parts(extra, capsys, tmp_path):
+    """A negative parts value or no repeats stops at once with a one-line usage error, no child started."""
+    argv, sys.argv = sys.argv, ["bench_train.py", *extra, "--work", str(tmp_path / "work")]
+    try:
+        with pytest.raises(SystemExit) as stop:
+            runpy.run_path(str(ROOT / "scripts" / "bench_train.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("error: --parts values must be at least 0 and --repeats at least 1")
+    assert not (tmp_path / "work").exists()
