@@ -57,7 +57,10 @@ def quick_run(work: Path) -> tuple[Path, list[str]]:
 
 
 def python_loop_greedy(translator, sentence: str) -> list[int]:
-    """The baseline: one sentence, one eager call of the decoder layers per step, argmax in Python."""
+    """The baseline: one sentence, one eager call of the decoder layers per step, argmax in Python.
+
+    It follows the run's ``decoding.min_length`` (no EOS before it) and output length limit, as
+    ``nmt translate`` does, so the two give the same outputs up to float rounding."""
     import numpy as np
     import tensorflow as tf
 
@@ -72,7 +75,10 @@ def python_loop_greedy(translator, sentence: str) -> list[int]:
     y, out = BOS_ID, []
     for t in range(limit):
         hidden, state, _ = model.decoder.step(tf.constant([y]), state, memory, keys, mask)
-        y = int(np.argmax(model.logits(hidden).numpy()[0])) if t + 1 < limit else EOS_ID
+        logits = model.logits(hidden).numpy()[0]
+        if t < translator.decoding.min_length:
+            logits[EOS_ID] = -np.inf
+        y = int(np.argmax(logits)) if t + 1 < limit else EOS_ID
         if y == EOS_ID:
             break
         out.append(y)

@@ -26,7 +26,7 @@ def main() -> None:
     medians = [r for r in rows if "median_of" in r]
     if not medians:
         raise SystemExit(f"{args.jsonl}: no median lines (did bench_peers.py finish?)")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), width_ratios=[1, 2])
     panels = {}
     for ax, key, title in ((axes[0], "train_tokens_per_second", "training, target tokens/s"),
                            (axes[1], "greedy_sentences_per_second", "greedy test2016, sentences/s (30 steps)")):
@@ -38,7 +38,8 @@ def main() -> None:
         bars = ax.bar(names, values, color=["#1f77b4" if n.startswith("nmt") else "#999999" for n in names])
         ax.bar_label(bars, labels=[f"{v:,}" for v in values], fontsize=8)
         ax.set_title(title, fontsize=10)
-        ax.tick_params(axis="x", labelsize=8, rotation=15)
+        ax.tick_params(axis="x", labelsize=8, rotation=30)
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"same model, data and threads, 2 CPU cores (median of {medians[0]['median_of']})", fontsize=10)
     fig.tight_layout()
