@@ -9,8 +9,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nmt.errors import InputError
+
+if TYPE_CHECKING:
+    from sacrebleu.metrics.base import Metric
 
 METRICS = ("bleu", "chrf", "ter")
 
@@ -33,7 +37,7 @@ class MetricResult:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
-def make_metric(name: str, lowercase: bool = False, tokenize: str | None = None):
+def make_metric(name: str, lowercase: bool = False, tokenize: str | None = None) -> Metric:
     """A sacreBLEU metric object by name (``bleu``, ``chrf``, ``ter``)."""
     from sacrebleu.metrics import BLEU, CHRF, TER
 
