@@ -11,13 +11,24 @@ import pytest
 from tests.conftest import ROOT
 
 
-def run_script(name: str, *args: str, capsys, tmp_path) -> list[dict]:
-    argv = sys.argv
-    sys.argv = [name, *args]
+def run_main(name: str, *args: str) -> None:
+    """Run ``scripts/<name>`` as ``__main__`` in this process with ``args`` as its command line."""
+    argv, sys.argv = sys.argv, [name, *args]
     try:
         runpy.run_path(str(ROOT / "scripts" / name), run_name="__main__")
     finally:
         sys.argv = argv
+
+
+def usage_error(name: str, *args: str, capsys) -> tuple[int, list[str]]:
+    """Run a script expected to stop with a usage error: ``(exit code, stderr lines)``."""
+    with pytest.raises(SystemExit) as stop:
+        run_main(name, *args)
+    return stop.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def run_script(name: str, *args: str, capsys, tmp_path) -> list[dict]:
+    run_main(name, *args)
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert rows and all(row["cores"] for row in rows)
     return rows
@@ -93,11 +104,7 @@ def test_peers_report_leaves_decoding_only_rows_out_of_training(capsys, tmp_path
                 "greedy_sentences_per_second": 135}]
     jsonl = tmp_path / "peers.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in [{"toolkit": "nmt", "repeat": 0}, *medians]) + "| table |\n")
-    argv, sys.argv = sys.argv, ["plot_peers.py", str(jsonl), "--out", str(tmp_path / "peers.png")]
-    try:
-        runpy.run_path(str(ROOT / "scripts" / "plot_peers.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
+    run_main("plot_peers.py", str(jsonl), "--out", str(tmp_path / "peers.png"))
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert out["bars"] == {"train_tokens_per_second": ["nmt", "joeynmt"],
                            "greedy_sentences_per_second": ["nmt", "nmt (shortlist decoding)", "joeynmt"]}
@@ -112,14 +119,8 @@ def test_peers_report_leaves_decoding_only_rows_out_of_training(capsys, tmp_path
 @pytest.mark.parametrize("option", ["--decode-repeats", "--repeats", "--steps"])
 def test_bench_peers_rejects_zero_repeats(option, capsys, tmp_path):
     """A count of 0 stops at once with a one-line usage error (the medians of nothing would fail late)."""
-    argv, sys.argv = sys.argv, ["bench_peers.py", option, "0", "--work", str(tmp_path / "peers")]
-    try:
-        with pytest.raises(SystemExit) as stop:
-            runpy.run_path(str(ROOT / "scripts" / "bench_peers.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
-    assert stop.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    code, err = usage_error("bench_peers.py", option, "0", "--work", str(tmp_path / "peers"), capsys=capsys)
+    assert code == 2
     assert err[-1].endswith(f"error: {option} must be at least 1") and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "peers").exists()
 
@@ -127,13 +128,7 @@ def test_bench_peers_rejects_zero_repeats(option, capsys, tmp_path):
 @pytest.mark.parametrize("extra", [["--parts", "-1"], ["--parts", "1", "--repeats", "0"]])
 def test_bench_train_rejects_bad_parts(extra, capsys, tmp_path):
     """A negative parts value or no repeats stops at once with a one-line usage error, no child started."""
-    argv, sys.argv = sys.argv, ["bench_train.py", *extra, "--work", str(tmp_path / "work")]
-    try:
-        with pytest.raises(SystemExit) as stop:
-            runpy.run_path(str(ROOT / "scripts" / "bench_train.py"), run_name="__main__")
-    finally:
-        sys.argv = argv
-    assert stop.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    code, err = usage_error("bench_train.py", *extra, "--work", str(tmp_path / "work"), capsys=capsys)
+    assert code == 2
     assert err[-1].endswith("error: --parts values must be at least 0 and --repeats at least 1")
     assert not (tmp_path / "work").exists()
