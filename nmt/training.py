@@ -603,8 +603,9 @@ class Trainer:
                     window_tokens, window_loss, window_steps, window_start = 0.0, 0.0, 0, time.perf_counter()
                 early = False
                 if step % t.validate_every == 0:
+                    paused = time.perf_counter()
                     early = self.cluster.is_chief and self._validate_and_maybe_stop(step, record, result)
-                    window_start = time.perf_counter()
+                    window_start += time.perf_counter() - paused  # tokens/s counts training time only
                     if early and not self.distributed:
                         break
                 if self.distributed and (step % t.log_every == 0 or step % t.validate_every == 0):

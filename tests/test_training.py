@@ -103,6 +103,37 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_checkpoint(corpus_dir, 
     assert trainer.manager.latest_checkpoint.endswith("ckpt-10")
 
 
+def test_logged_tokens_per_second_leave_validation_time_out(corpus_dir, prepared, tmp_path, monkeypatch):
+    """On a clock where a step takes 1 s and a validation 100 s, each logged rate is the window's tokens
+    over its steps' seconds, also when a validation falls inside the window (here at step 2 of (1, 4])."""
+    import nmt.training
+    from nmt.training import Trainer
+
+    cfg = config_from_dict(tiny_config(corpus_dir, training={
+        "run_dir": str(tmp_path / "rate"), "max_steps": 8, "log_every": 4, "validate_every": 2,
+        "validate_max_sentences": 2}))
+    trainer = Trainer(cfg, log=lambda s: None)
+    now, tokens = [0.0], []
+    monkeypatch.setattr(nmt.training.time, "perf_counter", lambda: now[0])
+    real_step, real_validation = trainer._train_step, trainer._validate_and_maybe_stop
+
+    def one_second_step(*batch):
+        now[0] += 1.0
+        loss, n = real_step(*batch)
+        tokens.append(float(n))
+        return loss, n
+
+    def slow_validation(*args, **kwargs):
+        now[0] += 100.0
+        return real_validation(*args, **kwargs)
+
+    trainer._train_step, trainer._validate_and_maybe_stop = one_second_step, slow_validation
+    trainer.train()
+    rows = [json.loads(line) for line in (tmp_path / "rate" / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: r["tokens_per_second"] for r in rows if r["kind"] == "train"}
+    assert logged == pytest.approx({1: tokens[0], 4: sum(tokens[1:4]) / 3, 8: sum(tokens[4:8]) / 4})
+
+
 @pytest.mark.parametrize("placement,num_sampled", [("post", 64), ("feed", 0)])
 def test_batch_parts_side_by_side_make_the_same_updates(corpus_dir, prepared, tmp_path, placement, num_sampled):
     """training.parallel_parts cuts each batch into row blocks trained side by side: without dropout the
