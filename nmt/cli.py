@@ -311,6 +311,7 @@ def _read_text(path: str) -> list[str]:
 @click.option("--src", "src_path", type=click.Path(dir_okay=False), help="source file to translate with --model")
 @click.option("--checkpoint", default="best", show_default=True, help="with --model: best, last or a path")
 @click.option("--beam", type=click.IntRange(1, 64), help="with --model: beam size")
+@click.option("--length-penalty", type=click.FloatRange(0.0), help="with --model: beam search length penalty")
 @click.option("--shortlist/--no-shortlist", default=None, help="with --model: decode over a lexical shortlist")
 @click.option("--precision", type=click.Choice(["float32", "bfloat16"]), help="with --model: decoding matmuls")
 @click.option("--save-hyp", type=click.Path(dir_okay=False), help="with --model: keep the translations here")
@@ -322,8 +323,8 @@ def _read_text(path: str) -> list[str]:
               help="paired bootstrap significance test against this baseline hypothesis file")
 @click.option("--json", "as_json", is_flag=True, help="print a JSON object")
 @handle_errors
-def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, shortlist, precision, save_hyp, metrics,
-             lowercase, tokenize, confidence, baseline_path, as_json) -> None:
+def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, length_penalty, shortlist, precision, save_hyp,
+             metrics, lowercase, tokenize, confidence, baseline_path, as_json) -> None:
     """Score translations with sacreBLEU (BLEU, chrF, TER), signatures included.
 
     \b
@@ -348,7 +349,8 @@ def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, shortlist
         import_tensorflow()
         from nmt.translate import Translator
 
-        translator = Translator(run_dir, checkpoint, shortlist=shortlist, precision=precision)
+        translator = Translator(run_dir, checkpoint, length_penalty=length_penalty, shortlist=shortlist,
+                                precision=precision)
         hyps = [t.text for t in translator.translate(sources, beam=beam)]
         if save_hyp:
             from nmt.fileio import atomic_write_text

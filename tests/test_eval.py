@@ -81,6 +81,13 @@ def test_eval_with_model_translates_then_scores(trained_run, prepared, tmp_path)
     assert len(saved) == len(ref.read_text().splitlines())
     again = invoke("eval", "--hyp", str(hyp), "--ref", str(ref), "--json")
     assert json.loads(again.stdout)["results"] == json.loads(r.stdout)["results"]
+    # beam options reach the decoder as in nmt translate
+    beam_args = ["--beam", "3", "--length-penalty", "0"]
+    r = invoke("eval", "--model", str(trained_run), "--src", str(src), "--ref", str(ref), "--save-hyp", str(hyp),
+               *beam_args)
+    assert r.exit_code == 0, r.output
+    translated = invoke("translate", "--model", str(trained_run), "--input", str(src), *beam_args)
+    assert hyp.read_text() == translated.stdout
 
 
 def test_confidence_and_paired_baseline(files, tmp_path):
