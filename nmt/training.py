@@ -142,6 +142,12 @@ def split_batch(src: Any, tgt_in: Any, tgt_out: Any, parts: int) -> list[tuple[A
     return blocks
 
 
+def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.jsonl`` in order (``kind``: only ``train`` or ``valid`` rows)."""
+    lines = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return [row for row in map(json.loads, lines) if kind is None or row["kind"] == kind]
+
+
 def learning_rate(step: int | Any, cfg: Config) -> Any:
     """The scheduled learning rate at ``step`` (before any reduce-on-plateau factor)."""
     import tensorflow as tf

@@ -241,8 +241,9 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
     log = work / f"nmt_{placement}_{num_sampled}.log"
     nmt = [sys.executable, "-c", "from nmt.cli import main; main()"]
     run([*nmt, "train", "--config", str(cfg_path), "--overwrite"], env, log)
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    tps = median_after([(r["step"], r["tokens_per_second"]) for r in rows if r["kind"] == "train"], warmup)
+    from nmt.training import read_metrics
+
+    tps = median_after([(r["step"], r["tokens_per_second"]) for r in read_metrics(run_dir, "train")], warmup)
     result = {"train_tokens_per_second": tps}
     pieces = work / "pieces"
     translate = [*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces"]

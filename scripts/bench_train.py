@@ -67,7 +67,7 @@ def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
 
 def _bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
                model: dict, parts: int) -> dict:
-    from nmt.training import Trainer
+    from nmt.training import Trainer, read_metrics
 
     run = work / f"run_{placement}_{num_sampled}"
     cfg = config_from_dict({
@@ -78,8 +78,7 @@ def _bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: 
                      "checkpoint_every": 10**8, "parallel_parts": parts}})
     trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
     trainer.train()
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    tps = [r["tokens_per_second"] for r in rows if r["kind"] == "train" and r["step"] > warmup]
+    tps = [r["tokens_per_second"] for r in read_metrics(run, "train") if r["step"] > warmup]
     return {"tokens_per_second": round(statistics.median(tps)), "vocab": trainer.data.tgt_vocab_size}
 
 

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from nmt.plotting import plot_curves
+from nmt.training import read_metrics
 
 RESUME_GAP_SECONDS = 600
 
@@ -47,7 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     series = {}
     for run in args.runs:
-        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines()]
+        rows = read_metrics(run)
         minutes = [round(m, 2) for m, r in zip(training_minutes(rows), rows) if r["kind"] == "valid"]
         valid = [r for r in rows if r["kind"] == "valid"]
         bleu = [round(r["dev_bleu"], 2) for r in valid]

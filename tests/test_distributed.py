@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -12,13 +11,8 @@ import pytest
 
 from nmt.config import config_from_dict
 from nmt.distribute import localhost_tf_configs
-from nmt.training import train
+from nmt.training import read_metrics, train
 from tests.conftest import invoke, tiny_config, write_config
-
-
-def train_rows(run_dir) -> list[dict]:
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r for r in rows if r["kind"] == "train"]
 
 
 def test_two_workers_match_one_process_with_the_same_global_batch(corpus_dir, prepared, tmp_path):
@@ -52,7 +46,7 @@ def test_two_workers_match_one_process_with_the_same_global_batch(corpus_dir, pr
     single = tiny_config(corpus_dir, model=model, training={"run_dir": str(tmp_path / "single"), **opts,
                                                             "distribution": "none"})
     train(config_from_dict(single), log=lambda s: None)
-    multi_rows, single_rows = train_rows(tmp_path / "multi"), train_rows(tmp_path / "single")
+    multi_rows, single_rows = read_metrics(tmp_path / "multi", "train"), read_metrics(tmp_path / "single", "train")
     assert [r["step"] for r in multi_rows] == [r["step"] for r in single_rows] == [1, 2, 4, 6, 8]
     for m, s in zip(multi_rows, single_rows):
         # summation order differs (two shards, then an all-reduce), and Adam's normalised early

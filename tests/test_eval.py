@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from nmt.training import read_metrics
 from tests.conftest import invoke
 
 HYP = ["The cat sat on the mat.", "A dog runs in the park", "Hello world !", "It is raining today."]
@@ -107,8 +108,7 @@ def test_confidence_and_paired_baseline(files, tmp_path):
 
 
 def test_validation_bleu_equals_nmt_eval_on_the_best_checkpoint(trained_run, prepared, tmp_path):
-    rows = [json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()]
-    valid = [r for r in rows if r["kind"] == "valid"]
+    valid = read_metrics(trained_run, "valid")
     n = valid[0]["dev_sentences"]
     for side in ("src", "tgt"):
         lines = (prepared / "dev" / f"{side}.txt").read_text().splitlines()[:n]

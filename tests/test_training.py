@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 import keras
 import pytest
 
 from nmt.config import config_from_dict
 from nmt.errors import NmtError
-from nmt.training import train
+from nmt.training import read_metrics, train
 from tests.conftest import invoke, tiny_config, write_config
 
 
@@ -38,8 +36,7 @@ def test_loss_falls_and_run_directory_is_complete(corpus_dir, prepared, tmp_path
     for name in ("config.yaml", "manifest.json", "spm.model", "train.log", "metrics.jsonl"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "checkpoints" / "checkpoint").is_file() and (run_dir / "best" / "checkpoint").is_file()
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    valid = [r for r in rows if r["kind"] == "valid"]
+    valid = read_metrics(run_dir, "valid")
     assert [r["step"] for r in valid] == [20, 40]
     assert all(r["dev_ppl"] > 1 and 0 <= r["dev_bleu"] <= 100 for r in valid)
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
@@ -129,8 +126,7 @@ def test_logged_tokens_per_second_leave_validation_time_out(corpus_dir, prepared
 
     trainer._train_step, trainer._validate_and_maybe_stop = one_second_step, slow_validation
     trainer.train()
-    rows = [json.loads(line) for line in (tmp_path / "rate" / "metrics.jsonl").read_text().splitlines()]
-    logged = {r["step"]: r["tokens_per_second"] for r in rows if r["kind"] == "train"}
+    logged = {r["step"]: r["tokens_per_second"] for r in read_metrics(tmp_path / "rate", "train")}
     assert logged == pytest.approx({1: tokens[0], 4: sum(tokens[1:4]) / 3, 8: sum(tokens[4:8]) / 4})
 
 
