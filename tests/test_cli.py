@@ -24,6 +24,9 @@ def test_usage_errors_exit_2():
     assert r.exit_code == 2 and "Missing option '--config'" in r.output
     r = invoke("prepare", "--src", "a.txt")
     assert r.exit_code == 2 and r.stderr.startswith("error: ")
+    r = invoke("eval", "--hyp", "a.txt", "--ref", "b.txt", "--length-penalty", "-1")
+    assert r.exit_code == 2 and "Invalid value for '--length-penalty': -1.0 is not in the range x>=0.0" in r.stderr
+    assert "Traceback" not in r.output
 
 
 def one_line_error(r, code: int, fragment: str) -> None:
