@@ -20,6 +20,8 @@ import click
 from nmt import __version__
 from nmt.errors import InputError, NmtError
 
+CHECKPOINT_HELP = "best, last, averaged (nmt average) or a checkpoint path"
+
 
 def _debug() -> bool:
     return os.environ.get("NMT_DEBUG", "") not in ("", "0")
@@ -187,7 +189,7 @@ def train(config, resume, overwrite, overrides) -> None:
 # --------------------------------------------------------------------------- translate
 @main.command()
 @click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="run directory")
-@click.option("--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path")
+@click.option("--checkpoint", default="best", show_default=True, help=CHECKPOINT_HELP)
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), help="read this file instead of stdin")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), help="write this file instead of stdout")
 @click.option("--beam", type=click.IntRange(1, 64), help="beam size (1 = greedy; default: the run's config)")
@@ -267,7 +269,7 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
 @main.command()
 @click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="run directory")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="SavedModel directory to write")
-@click.option("--checkpoint", default="best", show_default=True, help="best, last or a checkpoint path")
+@click.option("--checkpoint", default="best", show_default=True, help=CHECKPOINT_HELP)
 @click.option("--beam", type=click.IntRange(1, 64), help="beam size (1: greedy; default: the run's decoding.beam_size)")
 @click.option("--overwrite", is_flag=True, help="replace an existing output directory")
 @handle_errors
@@ -286,6 +288,35 @@ def export(run_dir, out_dir, checkpoint, beam, overwrite) -> None:
 
     out = export_model(run_dir, out_dir, checkpoint=checkpoint, beam=beam, overwrite=overwrite)
     click.echo(f"exported {out} (signature {SIGNATURE!r}: text -> translations, scores; see {out / 'README.txt'})")
+
+
+# --------------------------------------------------------------------------- average
+@main.command()
+@click.option("--model", "run_dir", required=True, type=click.Path(file_okay=False), help="run directory")
+@click.option("--last", type=click.IntRange(1), help="average the run's N newest checkpoints (checkpoints/)")
+@click.option("--checkpoint", "checkpoints", multiple=True,
+              help=f"a checkpoint to average (repeat it): {CHECKPOINT_HELP}")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="directory to write (default: <run>/averaged, read by --checkpoint averaged)")
+@click.option("--overwrite", is_flag=True, help="replace an existing output directory")
+@handle_errors
+def average(run_dir, last, checkpoints, out_dir, overwrite) -> None:
+    """Average the weights of several checkpoints of a run into one checkpoint.
+
+    \b
+    Example:
+      nmt average --model runs/multi30k_en_fr --last 5
+      nmt translate --model runs/multi30k_en_fr --checkpoint averaged < test.en
+    """
+    from nmt.average import select_checkpoints
+
+    prefixes = select_checkpoints(run_dir, last, checkpoints)
+    import_tensorflow()
+    from nmt.average import average_checkpoints
+
+    written = average_checkpoints(run_dir, prefixes, out_dir, overwrite=overwrite)
+    steps = ", ".join(Path(p).name for p in prefixes)
+    click.echo(f"averaged {len(prefixes)} checkpoint(s) ({steps}) into {written}")
 
 
 # --------------------------------------------------------------------------- eval
@@ -309,7 +340,7 @@ def _read_text(path: str) -> list[str]:
               help="reference file (repeat for several references)")
 @click.option("--model", "run_dir", type=click.Path(file_okay=False), help="translate --src with this run first")
 @click.option("--src", "src_path", type=click.Path(dir_okay=False), help="source file to translate with --model")
-@click.option("--checkpoint", default="best", show_default=True, help="with --model: best, last or a path")
+@click.option("--checkpoint", default="best", show_default=True, help=f"with --model: {CHECKPOINT_HELP}")
 @click.option("--beam", type=click.IntRange(1, 64), help="with --model: beam size")
 @click.option("--length-penalty", type=click.FloatRange(0.0), help="with --model: beam search length penalty")
 @click.option("--shortlist/--no-shortlist", default=None, help="with --model: decode over a lexical shortlist")

@@ -47,9 +47,15 @@ class Translation:
 
 
 def find_checkpoint(run_dir: Path, which: str) -> str:
-    """Resolve ``best``, ``last`` or a checkpoint path of a run directory to a checkpoint prefix."""
+    """Resolve ``best``, ``last``, ``averaged`` (:func:`nmt.average.average_checkpoints`) or a checkpoint
+    path (a prefix, or a folder with a state file) of a run directory to a checkpoint prefix."""
     from nmt.checkpoints import latest_checkpoint
 
+    if which == "averaged":
+        path = latest_checkpoint(run_dir / "averaged")
+        if path is None:
+            raise InputError(f"{run_dir}: no averaged checkpoint (make one with nmt average --model {run_dir})")
+        return path
     if which in ("best", "last"):
         path = latest_checkpoint(run_dir / ("best" if which == "best" else "checkpoints"))
         if path is None and which == "best":
@@ -66,6 +72,24 @@ def find_checkpoint(run_dir: Path, which: str) -> str:
     if not Path(f"{which}.index").is_file():
         raise InputError(f"{which}: no such checkpoint (expected {which}.index)")
     return which
+
+
+def read_run(run_dir: Path) -> tuple[Config, dict[str, Any]]:
+    """A run directory's config snapshot and the manifest of its prepared data (with its ``vocab`` entry)."""
+    snapshot = run_dir / "config.yaml"
+    if not snapshot.is_file():
+        raise InputError(f"{run_dir}: not a run directory (no config.yaml)")
+    config = config_from_dict(read_yaml(snapshot), str(snapshot))
+    manifest_path = run_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if not {"src_model", "tgt_model", "src_size", "tgt_size"} <= set(manifest["vocab"]):
+            raise KeyError("vocab")
+    except FileNotFoundError:
+        raise InputError(f"{manifest_path}: missing from the run directory") from None
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{manifest_path}: unreadable manifest") from None
+    return config, manifest
 
 
 class Translator:
@@ -86,18 +110,8 @@ class Translator:
         from nmt.sysinfo import available_cores, set_cpu_threads
 
         self.run_dir = Path(run_dir)
-        snapshot = self.run_dir / "config.yaml"
-        if not snapshot.is_file():
-            raise InputError(f"{self.run_dir}: not a run directory (no config.yaml)")
-        self.config: Config = config_from_dict(read_yaml(snapshot), str(snapshot))
-        manifest_path = self.run_dir / "manifest.json"
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            vocab_info = manifest["vocab"]
-        except FileNotFoundError:
-            raise InputError(f"{manifest_path}: missing from the run directory") from None
-        except (ValueError, KeyError):
-            raise InputError(f"{manifest_path}: unreadable manifest") from None
+        self.config, manifest = read_run(self.run_dir)
+        vocab_info = manifest["vocab"]
         self.src_vocab = Vocab.load(self.run_dir / vocab_info["src_model"])
         self.tgt_vocab = Vocab.load(self.run_dir / vocab_info["tgt_model"])
         for side, vocab in (("src", self.src_vocab), ("tgt", self.tgt_vocab)):
