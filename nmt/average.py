@@ -44,10 +44,11 @@ def select_checkpoints(run_dir: str | Path, last: int | None = None, checkpoints
             raise InputError(f"{folder}: {len(found)} checkpoint(s), fewer than --last {last} "
                              "(training.keep_checkpoints sets how many a run keeps)")
         return found[:last][::-1]
-    prefixes = [find_checkpoint(run_dir, c) for c in checkpoints]
-    for i, p in enumerate(prefixes):
-        if Path(p).resolve() in {Path(q).resolve() for q in prefixes[:i]}:
+    prefixes, seen = [find_checkpoint(run_dir, c) for c in checkpoints], set()
+    for p in prefixes:
+        if Path(p).resolve() in seen:
             raise InputError(f"{p}: given twice (each checkpoint is averaged once)")
+        seen.add(Path(p).resolve())
     return sorted(prefixes, key=checkpoint_number)
 
 
@@ -70,7 +71,7 @@ def average_checkpoints(run_dir: str | Path, prefixes: Sequence[str], out_dir: s
     out = Path(out_dir) if out_dir is not None else run_dir / "averaged"
     if not prefixes:
         raise InputError("no checkpoints to average")
-    if out.exists() and not overwrite:
+    if out.exists() and not overwrite:  # refused before the model is built (atomic_directory checks again)
         raise InputError(f"{out}: already exists (use --overwrite to replace it)")
     config, manifest = read_run(run_dir)
     model = build_model(config.model, manifest["vocab"]["src_size"], manifest["vocab"]["tgt_size"])

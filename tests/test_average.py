@@ -69,3 +69,17 @@ def test_average_refuses_bad_requests_with_one_line(trained_run, tmp_path):
     assert not (trained_run / "averaged").exists()
     r = invoke("translate", "--model", str(trained_run), "--checkpoint", "averaged", input="Hi.\n")
     assert r.exit_code == 2 and "no averaged checkpoint" in r.stderr
+
+    # a run directory whose manifest lost its vocabulary sizes, then the manifest itself
+    broken = tmp_path / "broken"
+    shutil.copytree(trained_run, broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    del manifest["vocab"]["tgt_size"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    for command in (["average", "--last", "2"], ["translate"]):
+        r = invoke(command[0], "--model", str(broken), *command[1:], input="Hi.\n")
+        assert r.exit_code == 2 and r.stderr.strip() == f"error: {broken / 'manifest.json'}: unreadable manifest"
+    (broken / "manifest.json").unlink()
+    r = invoke("average", "--model", str(broken), "--last", "2")
+    assert r.exit_code == 2 and "manifest.json: missing from the run directory" in r.stderr
+    assert not (broken / "averaged").exists()
