@@ -128,6 +128,10 @@ class TrainingConfig:
     xla: Literal["auto", "on", "off"] = _opt(
         "auto", "XLA-compile the train step (auto: off; it recompiles per batch shape and measured slower on CPUs)")
     mixed_precision: Literal["auto", "on", "off"] = _opt("auto", "float16 compute with float32 loss (auto: GPUs only)")
+    precision: Literal["float32", "bfloat16"] = _opt(
+        "float32", "matmuls of the training step on CPUs: bfloat16 multiplies at the CPU's bfloat16 speed (AVX-512 "
+                   "BF16 or AMX; the weights cast once per step, products accumulated in float32); weights, Adam, "
+                   "gates, attention scores, softmax, loss and validation stay float32")
     device: Literal["auto", "cpu", "gpu"] = _opt("auto", "auto: a GPU when TensorFlow sees one, else the CPU")
     threads: int = _opt(0, "CPU threads for training in all (0: the cores this process may use)", min=0, max=1024)
     parallel_parts: int = _opt(0, "parts of each batch computed side by side on CPUs, each with threads / "
@@ -284,6 +288,9 @@ def _check_consistency(cfg: Config, source: str) -> None:
             raise InputError(f"{source}: data.{split}_tsv and data.{split}_src/{split}_tgt are exclusive")
     if d.tsv_src_column == d.tsv_tgt_column:
         raise InputError(f"{source}: data.tsv_src_column and data.tsv_tgt_column must differ")
+    if cfg.training.precision == "bfloat16" and cfg.training.mixed_precision == "on":
+        raise InputError(f"{source}: training.precision bfloat16 and training.mixed_precision on are exclusive; "
+                         "give one")
     m = cfg.model
     if m.tie_target_embedding and m.attentional_units != m.embedding_dim:
         raise InputError(f"{source}: model.tie_target_embedding needs model.attentional_units "

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
+from nmt.model.ops import matmul
+
 
 class UnigramSampler:
     """Fixed unigram candidate sampler: P(id) proportional to count(id) ** distortion."""
@@ -58,7 +60,7 @@ def sampled_softmax_loss(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tenso
     true_logits = tf.reduce_sum(inputs * true_w, -1) + tf.gather(biases, labels)
     true_logits -= tf.math.log(true_expected)
     sampled_w = tf.gather(weights, sampled)                               # [S, H]
-    sampled_logits = tf.matmul(inputs, sampled_w, transpose_b=True) + tf.gather(biases, sampled)
+    sampled_logits = matmul(inputs, sampled_w, transpose_b=True) + tf.gather(biases, sampled)
     sampled_logits -= tf.math.log(sampled_expected)
     hits = tf.equal(labels[:, None], sampled[None, :])                    # accidental hits
     sampled_logits = tf.where(hits, tf.constant(-np.finfo(np.float32).max, tf.float32), sampled_logits)

@@ -61,7 +61,7 @@ def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any, int]:
     import tensorflow as tf
 
     from nmt.distribute import make_strategy
-    from nmt.sysinfo import available_cores, set_cpu_threads
+    from nmt.sysinfo import available_cores, machine, set_cpu_threads
 
     t = cfg.training
     physical = tf.config.list_physical_devices("GPU")  # (listing the logical ones would start the runtime)
@@ -82,11 +82,18 @@ def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any, int]:
         raise NmtError("training.device is 'gpu' but TensorFlow sees no GPU")
     if t.deterministic:
         tf.config.experimental.enable_op_determinism()
+    if t.precision == "bfloat16" and gpus:
+        raise NmtError("training.precision bfloat16 is for CPUs; on GPUs training.mixed_precision trains in "
+                       "float16 (set training.device: cpu to train on the CPU)")
     mixed = t.mixed_precision == "on" or (t.mixed_precision == "auto" and bool(gpus))
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
     keras.utils.set_random_seed(t.seed)
     device = f"GPU ({len(gpus)} visible: {', '.join(g.name for g in gpus)})" if gpus else "CPU"
     device += ", mixed float16" if mixed else ", float32"
+    if t.precision == "bfloat16":
+        native = {"avx512_bf16", "amx_tile"} & set(machine()["cpu_flags"])
+        device += " with bfloat16 matmuls" + ("" if native else
+                                               " (this CPU has no AVX-512 BF16 or AMX: emulated, likely slower)")
     if parts > 1:
         device += f", {parts} parts of each batch side by side"
         device += f" ({intra} intra-op thread{'s' if intra > 1 else ''} each)" if intra else ""
@@ -338,10 +345,13 @@ class Trainer:
         """The compiled update: loss over the global batch's target tokens, gradients summed over replicas."""
         import tensorflow as tf
 
+        from nmt.model.ops import matmul_precision
+
         model, optimizer, strategy = self.model, self.optimizer, self.strategy
         seed0 = tf.constant(self.cfg.training.seed, tf.int64)
         distributed, replicas, parts = self.distributed, float(self.replicas), self.parallel_parts
         clipping = self.cfg.training.clip_norm > 0
+        precision = self.cfg.training.precision
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
         SUM = tf.distribute.ReduceOp.SUM
 
@@ -349,13 +359,15 @@ class Trainer:
             # the same seed on every replica: all draw the same sampled-softmax candidates
             seed = tf.stack([seed0, tf.cast(optimizer.iterations, tf.int64)])
             context = tf.distribute.get_replica_context()
-            with tf.GradientTape() as tape:
+            # training.precision: the forward and backward matmuls (the hand-written GRU gradients too)
+            with matmul_precision(precision), tf.GradientTape() as tape:
                 sums = [self._loss(*part, True, seed) for part in split_batch(src, tgt_in, tgt_out, parts)]
                 loss_sum, tokens = tf.add_n([s for s, _ in sums]), tf.add_n([n for _, n in sums])
                 global_tokens = context.all_reduce(SUM, tokens) if distributed else tokens
                 loss = loss_sum / tf.maximum(global_tokens, 1.0)
                 scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
-            grads = tape.gradient(scaled, model.trainable_variables)
+            with matmul_precision(precision):
+                grads = tape.gradient(scaled, model.trainable_variables)
             if distributed and clipping:
                 summed = context.all_reduce(SUM, [tf.convert_to_tensor(g) for g in grads])
                 grads = [g / replicas for g in summed]

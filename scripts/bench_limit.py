@@ -17,6 +17,10 @@
    name scope, in CPU-thread milliseconds per step (both threads counted, so the total is about
    twice the wall time), printed as JSON lines.
 
+With ``--precision bfloat16`` the step runs with ``training.precision: bfloat16`` and the matmul peaks
+are measured in bfloat16 too: the step's GFLOP/s (the same FLOP count) is then given as a share of
+the bfloat16 peak (``fraction_of_peak``) and of the float32 one (``fraction_of_float32_peak``).
+
 Every figure runs in the training step's thread layout (``--parallel-parts``, 0: nmt's default,
 :func:`nmt.training.training_thread_plan`; 2 parts of one intra-op thread each on 2 cores): the
 matmuls run one chain per part side by side, and decoding one batch per part.
@@ -24,6 +28,7 @@ matmuls run one chain per part side by side, and decoding one batch per part.
     python scripts/bench_limit.py                  # Multi30k en-de, reference model, full softmax V=8k
     python scripts/bench_limit.py --profile 10     # the same, then the op-time breakdown
     python scripts/bench_limit.py --quick          # tiny model on the bundled sample, < 1 minute
+    python scripts/bench_limit.py --precision bfloat16 --decode-steps 0   # the step with bfloat16 matmuls
 """
 
 from __future__ import annotations
@@ -46,8 +51,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0, chains: int = 1) -> float:
-    """Median GFLOP/s of float32 ``[m, k] @ [k, n]`` products, 20 per call in a dependent chain.
+def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0, chains: int = 1, dtype: str = "float32") -> float:
+    """Median GFLOP/s of ``[m, k] @ [k, n]`` products in ``dtype``, 20 per call in a dependent chain.
 
     Each product feeds the next (``x @ B`` then ``@ C`` back to ``[m, k]``), so no two are
     the same expression and none can be merged or skipped by the graph optimiser. ``chains``
@@ -56,9 +61,9 @@ def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0, chains: int = 1)
     """
     import tensorflow as tf
 
-    x0 = [tf.random.normal([m, k]) * 0.01 for _ in range(chains)]
-    b = tf.random.normal([k, n]) * (1.0 / k) ** 0.5
-    c = tf.random.normal([n, k]) * (1.0 / n) ** 0.5
+    x0 = [tf.cast(tf.random.normal([m, k]) * 0.01, dtype) for _ in range(chains)]
+    b = tf.cast(tf.random.normal([k, n]) * (1.0 / k) ** 0.5, dtype)
+    c = tf.cast(tf.random.normal([n, k]) * (1.0 / n) ** 0.5, dtype)
 
     @tf.function
     def run(xs):
@@ -186,6 +191,8 @@ def main() -> None:
     parser.add_argument("--decode-repeats", type=int, default=3)
     parser.add_argument("--parallel-parts", type=int, default=0, metavar="P",
                         help="training.parallel_parts (0: nmt's default); the matmuls run P chains side by side")
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="training.precision of the step; bfloat16 also measures the bfloat16 matmul peak")
     args = parser.parse_args()
     import numpy as np
     import tensorflow as tf
@@ -202,12 +209,14 @@ def main() -> None:
     info = {**machine(), "parallel_parts": parts, "intra_op_threads": intra or "tensorflow"}
     shapes = [(512, 512, 512)] if args.quick else [(2048, 2048, 2048), (1024, 1024, 1024), (64, 512, 1536),
                                                    (896, 512, 8000)]
-    peaks = {}
-    for shape in shapes:
-        peaks[shape] = matmul_gflops(*shape, seconds=0.5 if args.quick else 3.0, chains=parts)
-        print(json.dumps({"bench": "matmul", "shape": "x".join(map(str, shape)),
-                          "gflops": round(peaks[shape], 1), **info}), flush=True)
-    peak = max(peaks.values())
+    peaks: dict[str, float] = {}
+    for dtype in dict.fromkeys(["float32", args.precision]):
+        for shape in shapes:
+            rate = matmul_gflops(*shape, seconds=0.5 if args.quick else 3.0, chains=parts, dtype=dtype)
+            peaks[dtype] = max(peaks.get(dtype, 0.0), rate)
+            print(json.dumps({"bench": "matmul", "dtype": dtype, "shape": "x".join(map(str, shape)),
+                              "gflops": round(rate, 1), **info}), flush=True)
+    peak = peaks[args.precision]
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -216,7 +225,7 @@ def main() -> None:
               "attentional_units": 64} if args.quick else {})
     cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**model, "dropout": 0.0},
                             "training": {"run_dir": str(work / "run_limit"), "num_sampled": args.num_sampled,
-                                         "max_steps": 1, "parallel_parts": parts}})
+                                         "max_steps": 1, "parallel_parts": parts, "precision": args.precision}})
     trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
     plan = trainer.planner.plan(0)[:args.steps + 10 + args.profile]
     batches = [trainer.planner.make_batch(rows) for rows in plan]
@@ -235,22 +244,24 @@ def main() -> None:
     padded = sum(int(np.prod(b[2].shape)) for b in measured)
     steps = len(measured)
     print(json.dumps({"bench": "train_step_flops", "vocab": vocab, "loss": "sampled" if sampled else "full",
-                      "num_sampled": sampled, "steps": steps, "target_tokens_per_second": round(tokens / seconds),
+                      "num_sampled": sampled, "precision": args.precision, "steps": steps,
+                      "target_tokens_per_second": round(tokens / seconds),
                       "padding_share": round(1 - tokens / padded, 3), "gflop_per_step": round(flops / steps / 1e9, 2),
                       "achieved_gflops": round(achieved, 1), "matmul_peak_gflops": round(peak, 1),
                       "fraction_of_peak": round(achieved / peak, 3),
+                      "fraction_of_float32_peak": round(achieved / peaks["float32"], 3),
                       "ceiling_tokens_per_second": round(tokens / seconds * peak / achieved), **info}), flush=True)
     if args.decode_steps:
         d = greedy_decode_rate(cfg, trainer.model, trainer.data.split("test"), vocab, args.decode_batch,
                                args.decode_steps, args.decode_repeats, parts)
-        rate = d["flops"] / d["seconds"] / 1e9
+        rate, peak32 = d["flops"] / d["seconds"] / 1e9, peaks["float32"]  # decoding runs in float32
         print(json.dumps({"bench": "greedy_decode_flops", "vocab": vocab, "sentences": d["sentences"],
                           "batch": args.decode_batch, "decoder_steps": args.decode_steps,
                           "sentences_per_second": round(d["sentences"] / d["seconds"], 1),
                           "gflop_per_sentence": round(d["flops"] / d["sentences"] / 1e9, 3),
-                          "achieved_gflops": round(rate, 1), "matmul_peak_gflops": round(peak, 1),
-                          "fraction_of_peak": round(rate / peak, 3),
-                          "ceiling_sentences_per_second": round(d["sentences"] / d["seconds"] * peak / rate),
+                          "achieved_gflops": round(rate, 1), "matmul_peak_gflops": round(peak32, 1),
+                          "fraction_of_peak": round(rate / peak32, 3),
+                          "ceiling_sentences_per_second": round(d["sentences"] / d["seconds"] * peak32 / rate),
                           **info}), flush=True)
     if profiled:
         for row in profile_steps(trainer._train_step, profiled, work / "profile_limit"):

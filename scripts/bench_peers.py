@@ -14,7 +14,9 @@ Every toolkit gets the same data, the same model and the same threads:
   its default layout of those threads, several batches at once (decoding.cpu_threads = --threads,
   parallel_batches = auto: 4 batches x 1 intra-op thread for --threads 2), and once more one batch at
   a time over all of them (--parallel-batches 1: the peers' layout), reported as "nmt (one batch at a
-  time)".
+  time)". The ``nmt-bf16`` row trains the same model with ``training.precision: bfloat16`` (the step's
+  matmuls in bfloat16 on CPUs with AVX-512 BF16 or AMX, everything else float32; opt-in, not nmt's
+  default) and decodes as the ``nmt`` row does.
 
 Each repeat trains every toolkit in turn (alternated, so machine noise falls on all of them) for
 ``--warmup + --steps`` steps and reads the toolkit's own tokens/s log lines after the warm-up
@@ -42,6 +44,7 @@ The peers are installed from PyPI into their own virtual environments under --ve
 
     python scripts/bench_peers.py                          # 3 repeats, 100 warm-up + 200 measured steps
     python scripts/bench_peers.py --repeats 5 --toolkits nmt joeynmt
+    python scripts/bench_peers.py --toolkits nmt nmt-bf16 opennmt-tf   # nmt-bf16: training.precision bfloat16
 Prints one JSON line per measurement, then medians as JSON lines and a Markdown table.
 """
 
@@ -221,24 +224,26 @@ def count_pieces(path: Path) -> float:
 # --- nmt -------------------------------------------------------------------------------------
 
 def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
-              threads: int, env: dict, decode_repeats: int, variants: bool = False) -> dict:
-    """Train nmt for ``warmup + steps`` steps and greedy-decode test2016 with the last checkpoint
-    (with ``variants``, also over a lexical shortlist, one batch at a time and with bfloat16 matmuls, with
-    and without the shortlist: ``result["variants"]``)."""
+              threads: int, env: dict, decode_repeats: int, variants: bool = False,
+              precision: str = "float32") -> dict:
+    """Train nmt for ``warmup + steps`` steps (``precision``: ``training.precision``) and greedy-decode
+    test2016 with the last checkpoint (with ``variants``, also over a lexical shortlist, one batch at a
+    time and with bfloat16 matmuls, with and without the shortlist: ``result["variants"]``)."""
     import yaml
 
-    run_dir = work / f"nmt_{placement}_{num_sampled}"
+    name = f"nmt_{placement}_{num_sampled}" + ("" if precision == "float32" else f"_{precision}")
+    run_dir = work / name
     cfg = {"data": {"prepared_dir": str(prep)},
            "model": {**REFERENCE_MODEL, "attention_placement": placement},
            "training": {"run_dir": str(run_dir), "batch_size": BATCH, "num_sampled": num_sampled,
                         "learning_rate": 0.001, "max_steps": warmup + steps, "log_every": 10,
                         "validate_every": 10**8, "validate_max_sentences": 1, "checkpoint_every": 10**8,
-                        "threads": threads},
+                        "threads": threads, "precision": precision},
            "decoding": {"beam_size": 1, "max_length_a": 0.0, "max_length_b": DECODE_STEPS,
                         "min_length": DECODE_STEPS - 1, "batch_size": BATCH, "cpu_threads": threads}}
-    cfg_path = work / f"nmt_{placement}_{num_sampled}.yaml"
+    cfg_path = work / f"{name}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    log = work / f"nmt_{placement}_{num_sampled}.log"
+    log = work / f"{name}.log"
     nmt = [sys.executable, "-c", "from nmt.cli import main; main()"]
     run([*nmt, "train", "--config", str(cfg_path), "--overwrite"], env, log)
     from nmt.training import read_metrics
@@ -257,7 +262,7 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
                                                 env, log), lambda: one_line(cmd), decode_repeats)
         return seconds, load, count_pieces(hyp)
 
-    seconds, load, out_pieces = timed(translate, work / f"nmt_{placement}.hyp")
+    seconds, load, out_pieces = timed(translate, work / f"{name}.hyp")
     result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=out_pieces)
     if variants:
         # The same checkpoint decoded over a lexical shortlist (--shortlist; its table is built from
@@ -422,7 +427,8 @@ def main() -> None:
                         help="alternated (test2016, one line) decoding pairs per toolkit and repeat; medians")
     parser.add_argument("--decode-copies", type=int, default=1,
                         help="decode test2016 this many times over in one run (longer runs: steadier times)")
-    parser.add_argument("--toolkits", nargs="+", default=["nmt", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf"])
+    parser.add_argument("--toolkits", nargs="+", default=["nmt", "nmt-bf16", "nmt-feed", "nmt-full", "joeynmt",
+                                                                 "opennmt-tf"])
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
     args = parser.parse_args()
@@ -451,6 +457,7 @@ def main() -> None:
         "nmt": lambda: nmt_bench(prep, work, "post", 1024, *common, variants=True),
         "nmt-feed": lambda: nmt_bench(prep, work, "feed", 1024, *common),
         "nmt-full": lambda: nmt_bench(prep, work, "post", 0, *common),
+        "nmt-bf16": lambda: nmt_bench(prep, work, "post", 1024, *common, precision="bfloat16"),
         "joeynmt": lambda: joey_bench(pythons["joeynmt"], work, *common),
         "opennmt-tf": lambda: onmt_bench(pythons["opennmt-tf"], work, *common),
     }

@@ -51,6 +51,8 @@ def test_wrong_types_and_ranges_name_file_and_key():
 def test_cross_key_rules():
     assert "data.train_src and data.train_tgt must be given together" in error_of({"data": {"train_src": "a"}})
     assert "tie_target_embedding" in error_of({"model": {"tie_target_embedding": True, "embedding_dim": 8}})
+    assert "training.precision bfloat16 and training.mixed_precision on are exclusive" in error_of(
+        {"training": {"precision": "bfloat16", "mixed_precision": "on"}})
 
 
 def test_set_overrides_parse_yaml_scalars():

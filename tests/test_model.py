@@ -1,6 +1,7 @@
 """Model layers: attention masks and normalises, steps equal the full pass, the fused CPU GRU
 and the feed decoder's CPU loop equal Keras' GRU and autodiff, checkpoints round-trip every
-weight, the sampled loss equals TensorFlow's and the fused Adam equals Keras' Adam."""
+weight, the sampled loss equals TensorFlow's, the fused Adam equals Keras' Adam, and bfloat16
+matmuls (training.precision) reach every weight's product, the GRU loops' included."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import tensorflow as tf
 from nmt.config import ModelConfig
 from nmt.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
 from nmt.model import BahdanauAttention, build_model, gru
+from nmt.model.ops import matmul_precision
 from nmt.optimizers import FusedAdam
 
 MASK = tf.constant([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]]) > 0
@@ -118,6 +120,65 @@ def test_cpu_loops_equal_keras_and_autodiff_in_outputs_and_gradients(placement, 
     np.testing.assert_allclose(state.numpy(), state_ref.numpy(), atol=1e-6)
     np.testing.assert_allclose(tf.where(mask[:, :6, None], memory[:, :6], 0.0).numpy(),
                                tf.where(mask[:, :6, None], memory_ref, 0.0).numpy(), atol=1e-6)
+
+
+def _ops(fn, *args, kind: str = "MatMul", dtype_attr: str = "T") -> list[tuple[str, str, str]]:
+    """``(function, op name, dtype)`` of the ops of ``kind`` in ``fn``'s graph, its loops' functions included."""
+    graph = fn.get_concrete_function(*args).graph.as_graph_def()
+    return [(name, n.name, tf.as_dtype(n.attr[dtype_attr].type).name)
+            for name, nodes in [("main", graph.node)] + [(f.signature.name, f.node_def) for f in graph.library.function]
+            for n in nodes if kind in n.op]
+
+
+def test_bfloat16_matmuls_reach_every_weight_and_gradients_stay_float32():
+    """training.precision bfloat16: inside ops.matmul_precision every product with a weight, forward
+    and backward, runs in bfloat16, the GRU loops' included (their kernels cast once, outside the
+    loops); the attention's score and context products stay float32; the gradients are float32 and
+    agree with float32's to bfloat16's precision; outside the scope nothing is bfloat16."""
+    cfg = ModelConfig(embedding_dim=8, encoder_units=6, decoder_units=10, attention_units=6, attentional_units=7,
+                      dropout=0.0)
+    model = build_model(cfg, 30, 40)
+    src = tf.constant([[5, 6, 7, 8, 9, 3], [8, 9, 3, 0, 0, 0], [4, 3, 0, 0, 0, 0]])
+    tgt = tf.constant([[2, 10, 11, 12], [2, 13, 14, 15], [2, 16, 0, 0]])
+    sampled = tf.constant([1, 5, 7, 20, 33], tf.int64)
+
+    def make(precision):
+        @tf.function
+        def loss_and_grads(src, tgt):
+            with matmul_precision(precision), tf.GradientTape() as tape:
+                hidden, _ = model.hidden_and_attention((src, tgt), training=True)
+                flat, labels = tf.reshape(hidden, [-1, hidden.shape[-1]]), tf.reshape(tgt, [-1])
+                proj = model.projection
+                loss = tf.reduce_sum(full_softmax_loss(model.logits(hidden), tgt)) + tf.reduce_sum(
+                    sampled_softmax_loss(proj.weights_by_row(), proj.bias, labels, flat, sampled, tf.ones([12]),
+                                         tf.ones([5])))
+            with matmul_precision(precision):
+                return loss, tape.gradient(loss, model.trainable_variables)
+        return loss_and_grads
+
+    exact, narrow = make(None), make("bfloat16")
+    loss32, grads32 = exact(src, tgt)
+    loss16, grads16 = narrow(src, tgt)
+    assert [m for m in _ops(exact, src, tgt) if m[2] != "float32"] == []
+    matmuls = _ops(narrow, src, tgt)
+    assert {m[1] for m in matmuls if m[2] == "float32"} == {  # the scores' [.., U] x [U, 1] and the context
+        "decoder_1/attention_1/MatMul", "decoder_1/attention_1/MatMul_1", "gradient_tape/decoder_1/attention_1/"
+        "MatMul/MatMul", "gradient_tape/decoder_1/attention_1/MatMul/MatMul_1", "gradient_tape/decoder_1/"
+        "attention_1/MatMul_1/MatMul", "gradient_tape/decoder_1/attention_1/MatMul_1/MatMul_1"}
+    # the recurrent products of 3 GRU loops forward (encoder both ways, decoder) and of their 3 backward loops
+    loops = {m[0] for m in matmuls if m[0] != "main" and m[2] == "bfloat16"}
+    assert len(loops) == 6
+    # one cast to bfloat16 per loop step (the state or its gradient): the kernel was cast before the loop
+    casts = [c[0] for c in _ops(narrow, src, tgt, kind="Cast", dtype_attr="DstT") if c[2] == "bfloat16"]
+    assert sorted(c for c in casts if c in loops) == sorted(loops)
+    assert sum(m[2] == "bfloat16" for m in matmuls if m[0] == "main") >= 20
+    assert abs(float(loss16) - float(loss32)) < 1e-3 * abs(float(loss32))
+    errors = []
+    for var, a, b in zip(model.trainable_variables, grads32, grads16):
+        a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
+        assert b.dtype == tf.float32, var.path
+        errors.append(float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(a))))
+    assert 0 < max(errors) < 3e-2, errors  # bfloat16 keeps 8 bits of mantissa: about 0.4% per product
 
 
 def test_sampled_softmax_equals_tensorflow_with_accidental_hits_removed():

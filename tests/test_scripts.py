@@ -40,29 +40,42 @@ def test_bench_prepare_quick(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", []),
-                                          ("bench_limit.py", ["--steps", "5", "--profile", "2"]),
+                                          ("bench_limit.py", ["--steps", "5", "--profile", "2",
+                                                              "--precision", "bfloat16"]),
                                           ("bench_train.py", ["--placements", "post", "--parts", "1", "2",
+                                                              "--precisions", "float32", "bfloat16",
                                                               "--repeats", "1"])])
 def test_bench_quick_modes(script, extra, capsys, tmp_path):
     rows = run_script(script, "--quick", "--work", str(tmp_path), *extra, capsys=capsys, tmp_path=tmp_path)
-    if "--parts" in extra:  # nmt alone, a fresh process per training.parallel_parts value
-        runs = {(r["parallel_parts"], r["loss"]): r["tokens_per_second"] for r in rows if r["bench"] == "train"}
-        assert set(runs) == {(p, x) for p in (1, 2) for x in ("full", "sampled")} and min(runs.values()) > 0
-        summary = {(r["parallel_parts"], r["num_sampled"] > 0): r for r in rows if r["bench"] == "train_parts"}
-        assert set(summary) == {(p, x) for p in (1, 2) for x in (False, True)}
-        assert all(r["speedup_vs_parts_1"] == 1.0 for (p, _), r in summary.items() if p == 1)
-        assert all(r["speedup_vs_parts_1"] > 0 for r in summary.values())
+    if "--parts" in extra:  # nmt alone, a fresh process per training.parallel_parts value and precision
+        runs = {(r["parallel_parts"], r["precision"], r["loss"]): r["tokens_per_second"]
+                for r in rows if r["bench"] == "train"}
+        settings = {(p, q) for p in (1, 2) for q in ("float32", "bfloat16")}
+        assert set(runs) == {(*s, x) for s in settings for x in ("full", "sampled")} and min(runs.values()) > 0
+        summary = {(r["parallel_parts"], r["precision"], r["num_sampled"] > 0): r
+                   for r in rows if r["bench"] == "train_parts"}
+        assert set(summary) == {(*s, x) for s in settings for x in (False, True)}
+        ratio = "speedup_vs_parts_1_float32"
+        assert all(r[ratio] == 1.0 for (p, q, _), r in summary.items() if (p, q) == (1, "float32"))
+        assert all(r[ratio] > 0 for r in summary.values())
     elif script == "bench_train.py":
         toolkits = ("nmt", "plain-keras-step", "nmt-keras-gru-loop")
         assert {(r["toolkit"], r["loss"]) for r in rows} == {(t, x) for t in toolkits for x in ("full", "sampled")}
         assert all(r["tokens_per_second"] > 0 for r in rows)
     elif script == "bench_limit.py":
+        peaks = {}
+        for r in rows:
+            if r["bench"] == "matmul":
+                peaks[r["dtype"]] = max(peaks.get(r["dtype"], 0.0), r["gflops"])
+        assert set(peaks) == {"float32", "bfloat16"}  # the step's own precision and float32
         step = next(r for r in rows if r["bench"] == "train_step_flops")
+        assert step["precision"] == "bfloat16" and step["matmul_peak_gflops"] == peaks["bfloat16"]
         assert 0 < step["fraction_of_peak"] < 1 and step["achieved_gflops"] > 0
+        assert abs(step["fraction_of_float32_peak"] - step["achieved_gflops"] / peaks["float32"]) < 0.002
         assert step["ceiling_tokens_per_second"] > step["target_tokens_per_second"]
         decode = next(r for r in rows if r["bench"] == "greedy_decode_flops")  # held to exactly 30 steps
         assert (decode["sentences"], decode["decoder_steps"]) == (100, 30)
-        assert 0 < decode["fraction_of_peak"] < 1
+        assert 0 < decode["fraction_of_peak"] < 1 and decode["matmul_peak_gflops"] == peaks["float32"]
         assert decode["ceiling_sentences_per_second"] > decode["sentences_per_second"] > 0
         profile = [r for r in rows if r["bench"] == "step_profile"]
         assert profile[0]["group"] == "total" and profile[0]["cpu_ms_per_step"] > 0

@@ -16,19 +16,25 @@ def run(corpus_dir, tmp_path, name, **training):
     return config_from_dict(cfg, name)
 
 
-@pytest.mark.parametrize("placement,num_sampled,mixed", [("post", 64, "off"), ("post", 0, "off"), ("feed", 64, "off"),
-                                                         ("feed", 0, "off"), ("post", 64, "on"), ("feed", 0, "on")])
-def test_loss_falls_and_run_directory_is_complete(corpus_dir, prepared, tmp_path, placement, num_sampled, mixed):
-    """Both placements and losses learn; mixed precision (float16 compute, GPUs' default) trains and validates too."""
+@pytest.mark.parametrize("placement,num_sampled,precision", [
+    ("post", 64, "float32"), ("post", 0, "float32"), ("feed", 64, "float32"), ("feed", 0, "float32"),
+    ("post", 64, "float16"), ("feed", 0, "float16"), ("post", 64, "bfloat16"), ("post", 0, "bfloat16")])
+def test_loss_falls_and_run_directory_is_complete(corpus_dir, prepared, tmp_path, placement, num_sampled, precision):
+    """Both placements and losses learn; mixed precision (float16 compute, GPUs' default) and bfloat16
+    matmuls (training.precision, for CPUs) train and validate too."""
     cfg = tiny_config(corpus_dir, model={"attention_placement": placement},
                       training={"run_dir": str(tmp_path / "run"), "num_sampled": num_sampled, "max_steps": 40,
-                                "validate_every": 20, "mixed_precision": mixed})
+                                "validate_every": 20, "mixed_precision": "on" if precision == "float16" else "off",
+                                "precision": "bfloat16" if precision == "bfloat16" else "float32"})
     logs: list[str] = []
     try:
         result = train(config_from_dict(cfg), log=logs.append)
     finally:
         keras.mixed_precision.set_global_policy("float32")  # the policy is global: leave it as other tests expect
-    assert [("mixed float16" in line) == (mixed == "on") for line in logs if line.startswith("device:")] == [True]
+    device = [line for line in logs if line.startswith("device:")]
+    assert len(device) == 1
+    assert ("mixed float16" in device[0]) == (precision == "float16")
+    assert ("bfloat16 matmuls" in device[0]) == (precision == "bfloat16")
     assert result.step == 40 and len(result.losses) == 40
     first, last = sum(result.losses[:5]) / 5, sum(result.losses[-5:]) / 5
     assert last < first - 0.5, (first, last)

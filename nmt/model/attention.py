@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nmt.model.ops import apply_2d, matmul_last
+from nmt.model.ops import Dense, apply_2d, matmul_last
 
 
 def additive_attention(q: tf.Tensor, keys: tf.Tensor, memory: tf.Tensor, memory_mask: tf.Tensor,
@@ -16,7 +16,7 @@ def additive_attention(q: tf.Tensor, keys: tf.Tensor, memory: tf.Tensor, memory_
     True (``v`` [U, 1], ``keys`` [B, S, U]); ``context = weights @ memory`` [B, S, D].
     """
     hidden = tf.tanh(q[:, :, None, :] + keys[:, None, :, :])                 # [B, T, S, U]
-    scores = matmul_last(hidden, v)[..., 0]                                 # [B, T, S]
+    scores = matmul_last(hidden, v, scoped=False)[..., 0]                   # [B, T, S]
     neg = tf.constant(-1e4 if scores.dtype == tf.float16 else -1e9, scores.dtype)
     weights = tf.nn.softmax(tf.where(memory_mask[:, None, :], scores, neg), axis=-1)
     return tf.matmul(weights, memory), weights
@@ -35,9 +35,9 @@ class BahdanauAttention(keras.layers.Layer):
     def __init__(self, units: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.units = units
-        self.key_layer = keras.layers.Dense(units, use_bias=False, name="key")
-        self.query_layer = keras.layers.Dense(units, use_bias=True, name="query")
-        self.score_layer = keras.layers.Dense(1, use_bias=False, name="score")
+        self.key_layer = Dense(units, use_bias=False, name="key")
+        self.query_layer = Dense(units, use_bias=True, name="query")
+        self.score_layer = Dense(1, use_bias=False, name="score")
 
     def keys(self, memory: tf.Tensor) -> tf.Tensor:
         """Project the memory [B, S, D] into keys [B, S, units] (once per batch)."""

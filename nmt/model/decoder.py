@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from nmt.model import feed, gru
 from nmt.model.attention import BahdanauAttention, additive_attention
-from nmt.model.ops import dense
+from nmt.model.ops import Dense, dense
 
 
 class _DecoderBase(keras.layers.Layer):
@@ -33,7 +33,7 @@ class _DecoderBase(keras.layers.Layer):
         self.attention_units, self.attentional_units, self.dropout_rate = attention_units, attentional_units, dropout
         self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="embedding")
         self.attention = BahdanauAttention(attention_units, name="attention")
-        self.attentional = keras.layers.Dense(attentional_units, activation="tanh", name="attentional")
+        self.attentional = Dense(attentional_units, activation="tanh", name="attentional")
         self.dropout = keras.layers.Dropout(dropout)
 
     def _project_inputs(self, embedded: tf.Tensor) -> tf.Tensor:

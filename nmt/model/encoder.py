@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from nmt.model import gru
+from nmt.model.ops import Dense
 
 
 @keras.saving.register_keras_serializable("nmt")
@@ -29,7 +30,7 @@ class Encoder(keras.layers.Layer):
             setattr(self, f"bigru_{i}", keras.layers.Bidirectional(
                 keras.layers.GRU(units, return_sequences=True, return_state=True), name=f"bigru_{i}"))
         self.dropout = keras.layers.Dropout(dropout)
-        self.bridge = keras.layers.Dense(decoder_units, activation="tanh", name="bridge")
+        self.bridge = Dense(decoder_units, activation="tanh", name="bridge")
 
     def frozen_weights(self, kernel_dtype: tf.DType | str) -> dict[str, tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
         """Copies of the GRUs' weights for a model whose weights no longer change (a loaded model):

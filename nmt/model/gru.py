@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nmt.model.ops import dense
+from nmt.model.ops import compute_dtype, dense, matmul
 
 
 def gru_update(x_proj: tf.Tensor, hr: tf.Tensor, h: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -100,7 +100,8 @@ def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, 
     if not training:
         outputs, h_last, _ = _forward(x_proj, h0, recurrent_kernel, recurrent_bias, masks, record=False)
         return outputs, h_last
-    recurrent_kernel, recurrent_bias = tf.cast(recurrent_kernel, dtype), tf.cast(recurrent_bias, dtype)
+    # Under ops.matmul_precision the recurrent kernel is cast once here, not at every step.
+    recurrent_kernel, recurrent_bias = tf.cast(recurrent_kernel, compute_dtype(dtype)), tf.cast(recurrent_bias, dtype)
 
     @tf.custom_gradient
     def run(x_proj, h0, rk, rb):
@@ -118,7 +119,7 @@ def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, 
                 if masks is not None:
                     carried, dh = dh * (1.0 - masks[t]), dh * masks[t]
                 d_x_t, d_hr_t, dh_gate = gru_update_grad(dh, h_prev[t], z_all[t], r_all[t], cand_all[t], hr_h_all[t])
-                dh_prev = dh_gate + tf.matmul(d_hr_t, rk_t)
+                dh_prev = dh_gate + matmul(d_hr_t, rk_t)
                 if masks is not None:
                     dh_prev += carried
                 return i + 1, dh_prev, d_x.write(t, d_x_t), d_hr.write(t, d_hr_t)
@@ -127,7 +128,8 @@ def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, 
             _, dh0, d_x, d_hr = tf.while_loop(lambda i, *_: i < steps, step, (0, d_last, *arrays),
                                               maximum_iterations=steps)
             h_prev, d_hr = tf.reshape(h_prev, [-1, units]), tf.reshape(d_hr.stack(), [-1, 3 * units])
-            return d_x.stack(), dh0, tf.matmul(h_prev, d_hr, transpose_a=True), tf.reduce_sum(d_hr, 0)
+            d_rk = tf.cast(matmul(h_prev, d_hr, transpose_a=True), rk.dtype)
+            return d_x.stack(), dh0, d_rk, tf.reduce_sum(d_hr, 0)
 
         return (outputs, h_last), grad
 

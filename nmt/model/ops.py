@@ -1,19 +1,61 @@
-"""Small tensor helpers shared by the model layers."""
+"""Small tensor helpers shared by the model layers, and the precision of the training step's matmuls.
+
+:func:`matmul_precision` is a scope (like Keras' autocast scope) read when a function is traced:
+inside it, :func:`matmul`, :func:`dense`, :func:`matmul_last` and :class:`Dense` multiply float32
+operands in bfloat16 and return float32 (oneDNN accumulates in float32). The training step traces
+its forward pass inside it for ``training.precision: bfloat16``; the variables, the gradients that
+reach Adam, gates, attention scores, softmax and the loss stay float32.
+"""
 
 from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
 
+_scope = threading.local()
 
-def matmul_last(x: tf.Tensor, w: tf.Tensor, transpose_b: bool = False) -> tf.Tensor:
+
+@contextlib.contextmanager
+def matmul_precision(dtype: tf.DType | str | None) -> Iterator[None]:
+    """Multiply float32 operands in ``dtype`` (bfloat16) in the functions traced inside; None: as they are."""
+    previous = getattr(_scope, "dtype", None)
+    _scope.dtype = None if dtype is None or tf.as_dtype(dtype) == tf.float32 else tf.as_dtype(dtype)
+    try:
+        yield
+    finally:
+        _scope.dtype = previous
+
+
+def compute_dtype(dtype: tf.DType) -> tf.DType:
+    """The dtype a product of ``dtype`` operands is computed in: the scope's, for float32 inside one."""
+    scoped = getattr(_scope, "dtype", None)
+    return scoped if scoped is not None and dtype == tf.float32 else dtype
+
+
+def matmul(a: tf.Tensor, b: tf.Tensor, **kwargs) -> tf.Tensor:
+    """``tf.matmul`` in the narrower dtype of the two (``b`` may be a bfloat16 copy) or the scope's
+    (:func:`compute_dtype`); the product in ``a``'s dtype."""
+    compute = compute_dtype(a.dtype if a.dtype.size <= b.dtype.size else b.dtype)
+    if compute == a.dtype and b.dtype == a.dtype:
+        return tf.matmul(a, b, **kwargs)
+    return tf.cast(tf.matmul(tf.cast(a, compute), tf.cast(b, compute), **kwargs), a.dtype)
+
+
+def matmul_last(x: tf.Tensor, w: tf.Tensor, transpose_b: bool = False, scoped: bool = True) -> tf.Tensor:
     """``x [..., I] @ w [I, J]`` (or ``@ w.T`` for ``w [J, I]`` with ``transpose_b``) as one 2-D matmul.
+
+    ``scoped=False`` multiplies in the operands' dtype whatever :func:`matmul_precision` says (for
+    a matrix-vector product, memory-bound, where casting costs more than it saves).
 
     ``einsum``'s gradient builds huge temporaries with oneDNN on CPUs, and Keras' Dense on
     rank > 2 goes through ``tensordot``, whose gradient inside a loop XLA cannot compile.
     """
     shape = tf.shape(x)
-    y = tf.matmul(tf.reshape(x, [-1, shape[-1]]), w, transpose_b=transpose_b)
+    y = (matmul if scoped else tf.matmul)(tf.reshape(x, [-1, shape[-1]]), w, transpose_b=transpose_b)
     out_dim = tf.shape(w)[:1] if transpose_b else tf.shape(w)[-1:]
     return tf.reshape(y, tf.concat([shape[:-1], out_dim], 0))
 
@@ -24,10 +66,12 @@ def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None) -> tf.
     float16 activations (mixed precision) multiply the float32 variables cast to float16, as
     Keras' autocast would inside a layer call; float32 activations multiply a bfloat16 kernel
     (a copy made once for decoding, see ``step_weights`` in :mod:`nmt.model.decoder`) cast to
-    bfloat16 themselves, with the product cast back to float32.
+    bfloat16 themselves, with the product cast back to float32; so do float32 kernels inside
+    :func:`matmul_precision`.
     """
     x = tf.convert_to_tensor(x)  # a variable (an embedding matrix) reads as its value
     compute = x.dtype if x.dtype.size <= tf.as_dtype(kernel.dtype).size else tf.as_dtype(kernel.dtype)
+    compute = compute_dtype(compute)
     x_c, kernel = tf.cast(x, compute), tf.cast(kernel, compute)
     y = tf.cast(tf.matmul(x_c, kernel) if x.shape.rank == 2 else matmul_last(x_c, kernel), x.dtype)
     return y if bias is None else y + tf.cast(bias, x.dtype)
@@ -38,3 +82,14 @@ def apply_2d(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
     shape = tf.shape(x)
     y = layer(tf.reshape(x, [-1, x.shape[-1]]))
     return tf.reshape(y, tf.concat([shape[:-1], [y.shape[-1]]], 0))
+
+
+@keras.saving.register_keras_serializable("nmt")
+class Dense(keras.layers.Dense):
+    """``keras.layers.Dense`` whose product follows :func:`matmul_precision` (same weights, same config)."""
+
+    def call(self, inputs, training=None):
+        if compute_dtype(tf.as_dtype(self.compute_dtype)) == tf.as_dtype(self.compute_dtype):
+            return super().call(inputs, training=training)
+        y = dense(inputs, self.kernel, self.bias)
+        return self.activation(y) if self.activation is not None else y
