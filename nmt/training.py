@@ -360,13 +360,13 @@ class Trainer:
             seed = tf.stack([seed0, tf.cast(optimizer.iterations, tf.int64)])
             context = tf.distribute.get_replica_context()
             # training.precision: the forward and backward matmuls (the hand-written GRU gradients too)
-            with matmul_precision(precision), tf.GradientTape() as tape:
-                sums = [self._loss(*part, True, seed) for part in split_batch(src, tgt_in, tgt_out, parts)]
-                loss_sum, tokens = tf.add_n([s for s, _ in sums]), tf.add_n([n for _, n in sums])
-                global_tokens = context.all_reduce(SUM, tokens) if distributed else tokens
-                loss = loss_sum / tf.maximum(global_tokens, 1.0)
-                scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
             with matmul_precision(precision):
+                with tf.GradientTape() as tape:
+                    sums = [self._loss(*part, True, seed) for part in split_batch(src, tgt_in, tgt_out, parts)]
+                    loss_sum, tokens = tf.add_n([s for s, _ in sums]), tf.add_n([n for _, n in sums])
+                    global_tokens = context.all_reduce(SUM, tokens) if distributed else tokens
+                    loss = loss_sum / tf.maximum(global_tokens, 1.0)
+                    scaled = optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
                 grads = tape.gradient(scaled, model.trainable_variables)
             if distributed and clipping:
                 summed = context.all_reduce(SUM, [tf.convert_to_tensor(g) for g in grads])

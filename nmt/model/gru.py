@@ -100,18 +100,18 @@ def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, 
     if not training:
         outputs, h_last, _ = _forward(x_proj, h0, recurrent_kernel, recurrent_bias, masks, record=False)
         return outputs, h_last
-    # Under ops.matmul_precision the recurrent kernel is cast once here, not at every step.
-    recurrent_kernel, recurrent_bias = tf.cast(recurrent_kernel, compute_dtype(dtype)), tf.cast(recurrent_bias, dtype)
+    recurrent_kernel, recurrent_bias = tf.cast(recurrent_kernel, dtype), tf.cast(recurrent_bias, dtype)
 
     @tf.custom_gradient
     def run(x_proj, h0, rk, rb):
         units = h0.shape[-1]
         steps = tf.shape(x_proj)[0]
-        outputs, h_last, (z_all, r_all, cand_all, hr_h_all) = _forward(x_proj, h0, rk, rb, masks, record=True)
+        rk_c = tf.cast(rk, compute_dtype(dtype))  # under ops.matmul_precision: cast once, not at every step
+        outputs, h_last, (z_all, r_all, cand_all, hr_h_all) = _forward(x_proj, h0, rk_c, rb, masks, record=True)
 
         def grad(d_outputs, d_last):
             h_prev = tf.concat([h0[None], outputs[:-1]], 0)
-            rk_t = tf.transpose(rk)  # a plain matmul beats transpose_b on few rows
+            rk_t = tf.transpose(rk_c)  # a plain matmul beats transpose_b on few rows
 
             def step(i, dh, d_x, d_hr):
                 t = steps - 1 - i
@@ -128,8 +128,7 @@ def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, 
             _, dh0, d_x, d_hr = tf.while_loop(lambda i, *_: i < steps, step, (0, d_last, *arrays),
                                               maximum_iterations=steps)
             h_prev, d_hr = tf.reshape(h_prev, [-1, units]), tf.reshape(d_hr.stack(), [-1, 3 * units])
-            d_rk = tf.cast(matmul(h_prev, d_hr, transpose_a=True), rk.dtype)
-            return d_x.stack(), dh0, d_rk, tf.reduce_sum(d_hr, 0)
+            return d_x.stack(), dh0, matmul(h_prev, d_hr, transpose_a=True), tf.reduce_sum(d_hr, 0)
 
         return (outputs, h_last), grad
 

@@ -38,11 +38,12 @@ def compute_dtype(dtype: tf.DType) -> tf.DType:
 
 def matmul(a: tf.Tensor, b: tf.Tensor, **kwargs) -> tf.Tensor:
     """``tf.matmul`` in the narrower dtype of the two (``b`` may be a bfloat16 copy) or the scope's
-    (:func:`compute_dtype`); the product in ``a``'s dtype."""
-    compute = compute_dtype(a.dtype if a.dtype.size <= b.dtype.size else b.dtype)
-    if compute == a.dtype and b.dtype == a.dtype:
+    (:func:`compute_dtype`); the product in ``a``'s dtype. ``b`` may be a Keras variable (dtype a string)."""
+    a_dtype, b_dtype = tf.as_dtype(a.dtype), tf.as_dtype(b.dtype)
+    compute = compute_dtype(a_dtype if a_dtype.size <= b_dtype.size else b_dtype)
+    if compute == a_dtype == b_dtype:
         return tf.matmul(a, b, **kwargs)
-    return tf.cast(tf.matmul(tf.cast(a, compute), tf.cast(b, compute), **kwargs), a.dtype)
+    return tf.cast(tf.matmul(tf.cast(a, compute), tf.cast(b, compute), **kwargs), a_dtype)
 
 
 def matmul_last(x: tf.Tensor, w: tf.Tensor, transpose_b: bool = False, scoped: bool = True) -> tf.Tensor:
@@ -70,10 +71,7 @@ def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None) -> tf.
     :func:`matmul_precision`.
     """
     x = tf.convert_to_tensor(x)  # a variable (an embedding matrix) reads as its value
-    compute = x.dtype if x.dtype.size <= tf.as_dtype(kernel.dtype).size else tf.as_dtype(kernel.dtype)
-    compute = compute_dtype(compute)
-    x_c, kernel = tf.cast(x, compute), tf.cast(kernel, compute)
-    y = tf.cast(tf.matmul(x_c, kernel) if x.shape.rank == 2 else matmul_last(x_c, kernel), x.dtype)
+    y = matmul(x, kernel) if x.shape.rank == 2 else matmul_last(x, kernel)
     return y if bias is None else y + tf.cast(bias, x.dtype)
 
 
@@ -91,5 +89,4 @@ class Dense(keras.layers.Dense):
     def call(self, inputs, training=None):
         if compute_dtype(tf.as_dtype(self.compute_dtype)) == tf.as_dtype(self.compute_dtype):
             return super().call(inputs, training=training)
-        y = dense(inputs, self.kernel, self.bias)
-        return self.activation(y) if self.activation is not None else y
+        return self.activation(dense(inputs, self.kernel, self.bias))
