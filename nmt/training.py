@@ -198,12 +198,14 @@ class Trainer:
         if not self.cluster.is_chief:
             self._print = lambda msg: None
         self.data = PreparedData(cfg.data.prepared_dir)
+        # Before the run directory is touched: a configuration the device refuses leaves nothing behind
+        # (and an --overwrite'd run in place).
+        self.device, self.strategy, self.parallel_parts = configure_tensorflow(cfg, self.cluster)
         if self.cluster.is_chief:
             self._prepare_run_dir(resume, overwrite)
         else:
             self._prepare_run_dir(False, False)
             self.resuming = resume
-        self.device, self.strategy, self.parallel_parts = configure_tensorflow(cfg, self.cluster)
         self.replicas = self.strategy.num_replicas_in_sync
         self.distributed = self.replicas > 1 or self.cluster.num_workers > 1
         where = f"worker {self.cluster.worker_index} of {self.cluster.num_workers}; " \

@@ -57,3 +57,27 @@ def test_remaining_bad_inputs(trained_run, corpus_dir, prepared, tmp_path):
                    2, "tgt.ids: does not match its sha256 in the manifest")
     (broken / "manifest.json").unlink()
     one_line_error(invoke("train", "--config", str(tmp_path / "b.yaml")), 2, "not a prepared directory")
+
+
+def test_bfloat16_training_on_a_gpu_is_refused_before_the_run_directory_is_touched(corpus_dir, prepared, tmp_path,
+                                                                                    monkeypatch):
+    """training.precision bfloat16 is for CPUs: where TensorFlow sees a GPU, train stops in one line, and
+    neither a new run directory nor an existing one given --overwrite is written."""
+    import tensorflow as tf
+
+    from tests.conftest import tiny_config, write_config
+
+    real = tf.config.list_logical_devices
+    monkeypatch.setattr(tf.config, "list_logical_devices",
+                        lambda kind=None: [tf.config.LogicalDevice("/device:GPU:0", "GPU")] if kind == "GPU"
+                        else real(kind))
+    run = tmp_path / "run"
+    cfg = tiny_config(corpus_dir, data={"prepared_dir": str(prepared)},
+                      training={"run_dir": str(run), "precision": "bfloat16"})
+    path = str(write_config(tmp_path / "bf16.yaml", cfg))
+    one_line_error(invoke("train", "--config", path), 1, "training.precision bfloat16 is for CPUs")
+    assert not run.exists()
+    run.mkdir()
+    (run / "config.yaml").write_text("kept\n")
+    one_line_error(invoke("train", "--config", path, "--overwrite"), 1, "training.precision bfloat16 is for CPUs")
+    assert (run / "config.yaml").read_text() == "kept\n"
