@@ -14,8 +14,10 @@
    full-vocabulary projection; ``ceiling_sentences_per_second`` is the float32 limit.
 4. With ``--profile N``: where the step's time goes. N more steps run under TensorFlow's
    profiler; its trace (the ``.xplane.pb`` it writes) is summed per op type and per top-level
-   name scope, in CPU-thread milliseconds per step (both threads counted, so the total is about
-   twice the wall time), printed as JSON lines.
+   name scope, in CPU-thread milliseconds per step (both threads counted), printed as JSON lines.
+   A summary line (``step_profile_summary``) times the same batches unprofiled as well and gives
+   the matmuls' share of the threads' time and their GFLOP/s per thread against one thread's share
+   of the peak: the step's fraction of the peak is about the product of the two.
 
 With ``--precision bfloat16`` the step runs with ``training.precision: bfloat16`` and the matmul peaks
 are measured in bfloat16 too: the step's GFLOP/s (the same FLOP count) is then given as a share of
@@ -137,8 +139,12 @@ def greedy_decode_rate(cfg, model, split, vocab: int, batch: int, steps: int, re
     return {"sentences": len(sentences), "seconds": seconds, "flops": flops}
 
 
-def profile_steps(step, batches, logdir: Path, top: int = 12) -> list[dict]:
-    """Run ``step`` on ``batches`` under the profiler; CPU-thread ms per step by op type and by name scope."""
+def profile_steps(step, batches, logdir: Path, top: int = 12) -> tuple[list[dict], dict]:
+    """Run ``step`` on ``batches`` under the profiler; CPU-thread ms per step by op type and by name scope.
+
+    Also returns the trace's totals per step: the wall time under the profiler, the executor
+    threads, their summed op time and the part of it in matmuls (``_Mkl*MatMul*``).
+    """
     import collections
     import shutil
 
@@ -147,21 +153,26 @@ def profile_steps(step, batches, logdir: Path, top: int = 12) -> list[dict]:
 
     shutil.rmtree(logdir, ignore_errors=True)
     tf.profiler.experimental.start(str(logdir))
+    start = time.perf_counter()
     for batch in batches:
-        step(*batch)
+        _, n = step(*batch)
+    float(n)
+    wall = time.perf_counter() - start
     tf.profiler.experimental.stop()
     space = xplane_pb2.XSpace()
     space.ParseFromString(next(logdir.rglob("*.xplane.pb")).read_bytes())
     by_type: collections.Counter = collections.Counter()
     by_scope: collections.Counter = collections.Counter()
+    threads = 0
     for plane in space.planes:
         names = {k: v.name for k, v in plane.event_metadata.items()}
         for line in plane.lines:
             if not line.name.startswith("tf_Compute"):  # the executor's threads; op events are "node:Type"
                 continue
+            threads += 1
             for event in line.events:
                 name = names.get(event.metadata_id, "")
-                if ":" not in name or name.startswith("ExecutorState"):
+                if ":" not in name or "::" in name:  # ExecutorState::Process, ThreadpoolListener::... wrap ops
                     continue
                 node, op_type = name.rsplit(":", 1)
                 parts = node.split("/")
@@ -175,7 +186,35 @@ def profile_steps(step, batches, logdir: Path, top: int = 12) -> list[dict]:
     for group, counter in (("op_type", by_type), ("scope", by_scope)):
         rows += [{"bench": "step_profile", "group": group, "name": name, "cpu_ms_per_step": round(ms, 2),
                   "share": round(ms / total, 3)} for name, ms in counter.most_common(top)]
-    return rows
+    matmul = sum(ms for name, ms in by_type.items() if "MatMul" in name)
+    totals = {"profiled_ms_per_step": 1e3 * wall / len(batches), "threads": threads, "op_ms_per_step": total,
+              "matmul_ms_per_step": matmul}
+    return rows, totals
+
+
+def profile_summary(totals: dict, unprofiled_ms: float, gflop: float, peak: float) -> dict:
+    """Where the step's thread time goes, from a trace's ``totals`` and the same batches timed unprofiled.
+
+    The profiler slows the step's many small ops (``profiler_slowdown``), so shares of the unprofiled
+    thread time use the matmuls' traced time, which its per-op cost barely moves, against the
+    unprofiled wall time. ``matmul_efficiency`` is the step's FLOPs over its matmul thread time,
+    against one thread's share of the peak; the step's fraction of the peak is about
+    ``matmul_share_of_thread_time x matmul_efficiency``.
+    """
+    threads = max(totals["threads"], 1)
+    thread_ms = threads * unprofiled_ms
+    per_thread = gflop / (totals["matmul_ms_per_step"] / 1e3)
+    return {"bench": "step_profile_summary", "gflop_per_step": round(gflop, 2), "threads": threads,
+            "unprofiled_ms_per_step": round(unprofiled_ms, 1),
+            "profiled_ms_per_step": round(totals["profiled_ms_per_step"], 1),
+            "profiler_slowdown": round(totals["profiled_ms_per_step"] / unprofiled_ms, 3),
+            "op_share_of_thread_time_profiled": round(
+                totals["op_ms_per_step"] / (threads * totals["profiled_ms_per_step"]), 3),
+            "matmul_ms_per_step": round(totals["matmul_ms_per_step"], 1),
+            "matmul_share_of_thread_time": round(totals["matmul_ms_per_step"] / thread_ms, 3),
+            "matmul_gflops_per_thread": round(per_thread, 1), "peak_gflops_per_thread": round(peak / threads, 1),
+            "matmul_efficiency": round(per_thread / (peak / threads), 3),
+            "fraction_of_peak": round(gflop / (unprofiled_ms / 1e3) / peak, 3)}
 
 
 def main() -> None:
@@ -264,8 +303,21 @@ def main() -> None:
                           "ceiling_sentences_per_second": round(d["sentences"] / d["seconds"] * peak32 / rate),
                           **info}), flush=True)
     if profiled:
-        for row in profile_steps(trainer._train_step, profiled, work / "profile_limit"):
-            print(json.dumps({**row, "loss": "sampled" if sampled else "full", **info}), flush=True)
+        # the same batches unprofiled first (median of 3 passes), then under the profiler
+        gflop = sum(step_flops(cfg, s.shape[1], t.shape[1], s.shape[0], vocab, sampled)
+                    for s, _, t in profiled) / len(profiled) / 1e9
+        profiled = [[tf.constant(x) for x in b] for b in profiled]
+        passes = []
+        for _ in range(3):
+            start = time.perf_counter()
+            for batch in profiled:
+                _, n = trainer._train_step(*batch)
+            float(n)
+            passes.append(1e3 * (time.perf_counter() - start) / len(profiled))
+        rows, totals = profile_steps(trainer._train_step, profiled, work / "profile_limit")
+        loss = "sampled" if sampled else "full"
+        for row in [profile_summary(totals, statistics.median(passes), gflop, peak), *rows]:
+            print(json.dumps({**row, "loss": loss, "precision": args.precision, **info}), flush=True)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,10 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         assert (decode["sentences"], decode["decoder_steps"]) == (100, 30)
         assert 0 < decode["fraction_of_peak"] < 1 and decode["matmul_peak_gflops"] == peaks["float32"]
         assert decode["ceiling_sentences_per_second"] > decode["sentences_per_second"] > 0
+        summary = next(r for r in rows if r["bench"] == "step_profile_summary")  # the same batches unprofiled
+        assert summary["threads"] >= 1 and summary["unprofiled_ms_per_step"] > 0 and summary["gflop_per_step"] > 0
+        assert 0 < summary["matmul_share_of_thread_time"] and 0 < summary["matmul_efficiency"]
+        assert 0 < summary["op_share_of_thread_time_profiled"] <= 1.01
         profile = [r for r in rows if r["bench"] == "step_profile"]
         assert profile[0]["group"] == "total" and profile[0]["cpu_ms_per_step"] > 0
         op_types = {r["name"] for r in profile if r["group"] == "op_type"}
