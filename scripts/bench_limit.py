@@ -139,6 +139,15 @@ def greedy_decode_rate(cfg, model, split, vocab: int, batch: int, steps: int, re
     return {"sentences": len(sentences), "seconds": seconds, "flops": flops}
 
 
+def time_steps(step, batches) -> float:
+    """Seconds for ``step`` over ``batches``, waiting for the last step's result."""
+    start = time.perf_counter()
+    for batch in batches:
+        _, n = step(*batch)
+    float(n)
+    return time.perf_counter() - start
+
+
 def profile_steps(step, batches, logdir: Path, top: int = 12) -> tuple[list[dict], dict]:
     """Run ``step`` on ``batches`` under the profiler; CPU-thread ms per step by op type and by name scope.
 
@@ -153,11 +162,7 @@ def profile_steps(step, batches, logdir: Path, top: int = 12) -> tuple[list[dict
 
     shutil.rmtree(logdir, ignore_errors=True)
     tf.profiler.experimental.start(str(logdir))
-    start = time.perf_counter()
-    for batch in batches:
-        _, n = step(*batch)
-    float(n)
-    wall = time.perf_counter() - start
+    wall = time_steps(step, batches)
     tf.profiler.experimental.stop()
     space = xplane_pb2.XSpace()
     space.ParseFromString(next(logdir.rglob("*.xplane.pb")).read_bytes())
@@ -307,13 +312,7 @@ def main() -> None:
         gflop = sum(step_flops(cfg, s.shape[1], t.shape[1], s.shape[0], vocab, sampled)
                     for s, _, t in profiled) / len(profiled) / 1e9
         profiled = [[tf.constant(x) for x in b] for b in profiled]
-        passes = []
-        for _ in range(3):
-            start = time.perf_counter()
-            for batch in profiled:
-                _, n = trainer._train_step(*batch)
-            float(n)
-            passes.append(1e3 * (time.perf_counter() - start) / len(profiled))
+        passes = [1e3 * time_steps(trainer._train_step, profiled) / len(profiled) for _ in range(3)]
         rows, totals = profile_steps(trainer._train_step, profiled, work / "profile_limit")
         loss = "sampled" if sampled else "full"
         for row in [profile_summary(totals, statistics.median(passes), gflop, peak), *rows]:

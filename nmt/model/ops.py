@@ -87,6 +87,7 @@ class Dense(keras.layers.Dense):
     """``keras.layers.Dense`` whose product follows :func:`matmul_precision` (same weights, same config)."""
 
     def call(self, inputs, training=None):
-        if compute_dtype(tf.as_dtype(self.compute_dtype)) == tf.as_dtype(self.compute_dtype):
+        own = tf.as_dtype(self.compute_dtype)
+        if compute_dtype(own) == own:  # no matmul_precision scope for this dtype: Keras' own call
             return super().call(inputs, training=training)
         return self.activation(dense(inputs, self.kernel, self.bias))
