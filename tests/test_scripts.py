@@ -111,6 +111,15 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         assert all(int(r["outputs_equal_to_nmt_translate"].split("/")[0]) >= 95 for r in exported)
 
 
+def test_bench_loss_quick(capsys, tmp_path):
+    """bench_loss.py times nmt's full-softmax loss against the one-hot form it replaced: the same values."""
+    rows = run_script("bench_loss.py", "--quick", "--label-smoothing", "0.1", capsys=capsys, tmp_path=tmp_path)
+    assert [r["form"] for r in rows] == ["one-hot gradient (baseline)", "nmt full_softmax_loss"]
+    assert all(r["min_ms"] > 0 and r["speedup_vs_baseline_min"] > 0 for r in rows)
+    assert rows[0]["speedup_vs_baseline_min"] == 1.0
+    assert rows[1]["max_loss_difference"] < 1e-4 and rows[1]["max_gradient_difference"] < 1e-3
+
+
 def test_peers_report_leaves_decoding_only_rows_out_of_training(capsys, tmp_path):
     """bench_peers.py's shortlist row reuses nmt's training run: in its table and its plot it has
     decoding figures only."""
