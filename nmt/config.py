@@ -111,6 +111,11 @@ class TrainingConfig:
     sampler_distortion: float = _opt(1.0, "unigram counts are raised to this power before sampling", min=0.0, max=1.0)
     label_smoothing: float = _opt(0.0, "label smoothing of the full-softmax loss", min=0.0, max=0.5)
     learning_rate: float = _opt(0.001, "peak Adam learning rate", min=0.0, min_exclusive=True)
+    optimizer: Literal["adam", "lazy_adam"] = _opt(
+        "adam", "adam: every row of the embeddings and the output projection moves at every step; lazy_adam: rows "
+                "that a batch's sparse gradient does not touch (pieces absent from it, and under the sampled loss "
+                "pieces not drawn) keep their weights and moments, as in OpenNMT-tf's LazyAdam (faster with large "
+                "vocabularies; training differs slightly)")
     warmup_steps: int = _opt(0, "linear warm-up steps", min=0)
     decay: Literal["none", "inverse_sqrt", "exponential", "plateau"] = _opt("none", "learning-rate decay after warm-up")
     decay_rate: float = _opt(0.5, "exponential: factor per decay_steps; plateau: factor on each plateau",

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from nmt.model.ops import matmul
+from nmt.model.ops import gather_rows, matmul
 
 
 class UnigramSampler:
@@ -56,11 +56,11 @@ def sampled_softmax_loss(weights: tf.Tensor, biases: tf.Tensor, labels: tf.Tenso
     """
     inputs = tf.cast(inputs, tf.float32)
     labels = tf.cast(labels, tf.int64)
-    true_w = tf.gather(weights, labels)                                   # [N, H]
-    true_logits = tf.reduce_sum(inputs * true_w, -1) + tf.gather(biases, labels)
+    true_w = gather_rows(weights, labels)                                 # [N, H]
+    true_logits = tf.reduce_sum(inputs * true_w, -1) + gather_rows(biases, labels)
     true_logits -= tf.math.log(true_expected)
-    sampled_w = tf.gather(weights, sampled)                               # [S, H]
-    sampled_logits = matmul(inputs, sampled_w, transpose_b=True) + tf.gather(biases, sampled)
+    sampled_w = gather_rows(weights, sampled)                             # [S, H]
+    sampled_logits = matmul(inputs, sampled_w, transpose_b=True) + gather_rows(biases, sampled)
     sampled_logits -= tf.math.log(sampled_expected)
     hits = tf.equal(labels[:, None], sampled[None, :])                    # accidental hits
     sampled_logits = tf.where(hits, tf.constant(-np.finfo(np.float32).max, tf.float32), sampled_logits)

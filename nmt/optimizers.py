@@ -14,6 +14,14 @@ learning-rate schedules are Keras' own. Clipping by global norm sums squares wit
 ``tf.nn.l2_loss`` (one pass per gradient; Keras squares into a temporary, then sums). Under a
 ``tf.distribute`` strategy (where Keras updates each replica's copy through the strategy) and
 with ``amsgrad`` it defers to Keras.
+
+:class:`LazyAdam` (``training.optimizer: lazy_adam``) is the same update for dense gradients; a
+sparse gradient (``IndexedSlices``: the embeddings, and the output projection under the sampled
+loss) updates only the rows it touches, their moments included, as TF1's ``LazyAdamOptimizer`` and
+TensorFlow Addons' ``LazyAdam`` (OpenNMT-tf's ``LazyAdam``) do. Dense Adam moves every row at every
+step (a zero gradient still decays the moments and applies the momentum), which for the reference
+model is 8.2M of the 11.5M parameters read and written each step for the few hundred rows a batch
+uses.
 """
 
 from __future__ import annotations
@@ -62,3 +70,40 @@ class FusedAdam(keras.optimizers.Adam):
             return g * tf.cast(scale, g.dtype)
 
         return [None if g is None else scaled(g) for g in grads]
+
+
+@keras.saving.register_keras_serializable("nmt")
+class LazyAdam(FusedAdam):
+    """Adam whose sparse gradients update only the rows they touch (weights and both moments).
+
+    For a gradient with rows ``r`` (repeated rows summed first) the touched rows get exactly
+    Adam's update at the current step (bias correction by the global step count); the other rows
+    keep their weights and moments. Dense gradients get :class:`FusedAdam`'s update. The slot
+    variables are Adam's, so checkpoints move freely between the two.
+    """
+
+    def update_step(self, gradient, variable, learning_rate) -> None:
+        """Apply one Adam update to the rows of ``variable`` that ``gradient`` touches."""
+        if not isinstance(gradient, tf.IndexedSlices) or self.amsgrad or tf.distribute.has_strategy():
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        rows, position = tf.unique(gradient.indices)
+        grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), position, tf.shape(rows)[0])
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        alpha = tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index].handle, self._velocities[index].handle
+        m_rows = tf.raw_ops.ResourceGather(resource=m, indices=rows, dtype=dtype)
+        v_rows = tf.raw_ops.ResourceGather(resource=v, indices=rows, dtype=dtype)
+        m_rows += (grad - m_rows) * (1 - beta_1)
+        v_rows += (tf.square(grad) - v_rows) * (1 - beta_2)
+        tf.raw_ops.ResourceScatterUpdate(resource=m, indices=rows, updates=m_rows)
+        tf.raw_ops.ResourceScatterUpdate(resource=v, indices=rows, updates=v_rows)
+        step_rows = alpha * m_rows / (tf.sqrt(v_rows) + tf.cast(self.epsilon, dtype))
+        tf.raw_ops.ResourceScatterSub(resource=variable.handle, indices=rows, updates=step_rows)
+
+
+def make_optimizer(name: str, **kwargs) -> FusedAdam:
+    """The optimizer ``training.optimizer`` names (``adam`` or ``lazy_adam``), built with ``kwargs``."""
+    return {"adam": FusedAdam, "lazy_adam": LazyAdam}[name](**kwargs)

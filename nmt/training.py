@@ -266,7 +266,7 @@ class Trainer:
         from nmt.decoding import Decoder
         from nmt.losses import UnigramSampler
         from nmt.model import build_model
-        from nmt.optimizers import FusedAdam
+        from nmt.optimizers import make_optimizer
 
         cfg, t = self.cfg, self.cfg.training
         with self.strategy.scope():
@@ -277,7 +277,8 @@ class Trainer:
             # step sums the gradients first and hands each replica 1/R of the sum, so clipping at
             # clip_norm/R clips the global gradient at clip_norm (see _make_train_step).
             clip = t.clip_norm / (self.replicas if self.distributed else 1)
-            optimizer = FusedAdam(learning_rate=schedule, global_clipnorm=clip if t.clip_norm > 0 else None)
+            optimizer = make_optimizer(t.optimizer, learning_rate=schedule,
+                                       global_clipnorm=clip if t.clip_norm > 0 else None)
             if keras.mixed_precision.global_policy().name == "mixed_float16":
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)

@@ -16,7 +16,9 @@ Every toolkit gets the same data, the same model and the same threads:
   a time over all of them (--parallel-batches 1: the peers' layout), reported as "nmt (one batch at a
   time)". The ``nmt-bf16`` row trains the same model with ``training.precision: bfloat16`` (the step's
   matmuls in bfloat16 on CPUs with AVX-512 BF16 or AMX, everything else float32; opt-in, not nmt's
-  default) and decodes as the ``nmt`` row does.
+  default) and decodes as the ``nmt`` row does; the ``nmt-lazy`` row trains it with
+  ``training.optimizer: lazy_adam`` (Adam that updates only the embedding and output rows a batch's
+  sparse gradients touch, as OpenNMT-tf's LazyAdam; opt-in, not nmt's default).
 
 Each repeat trains every toolkit in turn (alternated, so machine noise falls on all of them) for
 ``--warmup + --steps`` steps and reads the toolkit's own tokens/s log lines after the warm-up
@@ -45,6 +47,7 @@ The peers are installed from PyPI into their own virtual environments under --ve
     python scripts/bench_peers.py                          # 3 repeats, 100 warm-up + 200 measured steps
     python scripts/bench_peers.py --repeats 5 --toolkits nmt joeynmt
     python scripts/bench_peers.py --toolkits nmt nmt-bf16 opennmt-tf   # nmt-bf16: training.precision bfloat16
+    python scripts/bench_peers.py --toolkits nmt nmt-lazy opennmt-tf   # nmt-lazy: training.optimizer lazy_adam
 Prints one JSON line per measurement, then medians as JSON lines and a Markdown table.
 """
 
@@ -225,20 +228,22 @@ def count_pieces(path: Path) -> float:
 
 def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
               threads: int, env: dict, decode_repeats: int, variants: bool = False,
-              precision: str = "float32") -> dict:
-    """Train nmt for ``warmup + steps`` steps (``precision``: ``training.precision``) and greedy-decode
+              precision: str = "float32", optimizer: str = "adam") -> dict:
+    """Train nmt for ``warmup + steps`` steps (``precision``, ``optimizer``: ``training.precision`` and
+    ``training.optimizer``) and greedy-decode
     test2016 with the last checkpoint (with ``variants``, also over a lexical shortlist, one batch at a
     time and with bfloat16 matmuls, with and without the shortlist: ``result["variants"]``)."""
     import yaml
 
-    name = f"nmt_{placement}_{num_sampled}" + ("" if precision == "float32" else f"_{precision}")
+    name = (f"nmt_{placement}_{num_sampled}" + ("" if precision == "float32" else f"_{precision}")
+            + ("" if optimizer == "adam" else f"_{optimizer}"))
     run_dir = work / name
     cfg = {"data": {"prepared_dir": str(prep)},
            "model": {**REFERENCE_MODEL, "attention_placement": placement},
            "training": {"run_dir": str(run_dir), "batch_size": BATCH, "num_sampled": num_sampled,
                         "learning_rate": 0.001, "max_steps": warmup + steps, "log_every": 10,
                         "validate_every": 10**8, "validate_max_sentences": 1, "checkpoint_every": 10**8,
-                        "threads": threads, "precision": precision},
+                        "threads": threads, "precision": precision, "optimizer": optimizer},
            "decoding": {"beam_size": 1, "max_length_a": 0.0, "max_length_b": DECODE_STEPS,
                         "min_length": DECODE_STEPS - 1, "batch_size": BATCH, "cpu_threads": threads}}
     cfg_path = work / f"{name}.yaml"
@@ -428,7 +433,8 @@ def main() -> None:
     parser.add_argument("--decode-copies", type=int, default=1,
                         help="decode test2016 this many times over in one run (longer runs: steadier times)")
     parser.add_argument("--toolkits", nargs="+", default=["nmt", "nmt-bf16", "nmt-feed", "nmt-full", "joeynmt",
-                                                                 "opennmt-tf"])
+                                                                 "opennmt-tf"],
+                        choices=["nmt", "nmt-bf16", "nmt-lazy", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf"])
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
     args = parser.parse_args()
@@ -458,6 +464,7 @@ def main() -> None:
         "nmt-feed": lambda: nmt_bench(prep, work, "feed", 1024, *common),
         "nmt-full": lambda: nmt_bench(prep, work, "post", 0, *common),
         "nmt-bf16": lambda: nmt_bench(prep, work, "post", 1024, *common, precision="bfloat16"),
+        "nmt-lazy": lambda: nmt_bench(prep, work, "post", 1024, *common, optimizer="lazy_adam"),
         "joeynmt": lambda: joey_bench(pythons["joeynmt"], work, *common),
         "opennmt-tf": lambda: onmt_bench(pythons["opennmt-tf"], work, *common),
     }

@@ -14,18 +14,21 @@ instead of nmt.model.feed's backward pass (toolkit ``nmt-keras-gru-loop``).
     python scripts/bench_train.py --quick               # tiny model on the bundled sample, < 1 minute
     python scripts/bench_train.py --vocab 8000 --placements post --parts 1 0 --repeats 3
     python scripts/bench_train.py --vocab 8000 --placements post --parts 0 --precisions float32 bfloat16
+    python scripts/bench_train.py --vocab 8000 --placements post --parts 0 --optimizers adam lazy_adam
 
 Thread pools are per process, so the rows of one process share them (TensorFlow's defaults), and
 nmt runs there with ``training.parallel_parts: 1``, one batch over all threads, like the baseline.
 ``--parts`` instead runs nmt alone in a fresh process per loss, ``training.parallel_parts`` value (0:
-nmt's default, see ``nmt.training.training_thread_plan``) and ``training.precision`` (``--precisions``),
-each setting its own threads, alternated ``--repeats`` times; a last row per configuration gives the
-medians and their ratio to the first parts value and precision.
+nmt's default, see ``nmt.training.training_thread_plan``), ``training.precision`` (``--precisions``) and
+``training.optimizer`` (``--optimizers``), each setting its own threads, alternated ``--repeats`` times; a
+last row per configuration gives the medians and their ratio to the first parts value, precision and
+optimizer.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -52,22 +55,24 @@ TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attentio
 
 
 def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
-              model: dict, keras_gru: bool = False, parts: int = 1, precision: str = "float32") -> dict:
+              model: dict, keras_gru: bool = False, parts: int = 1, precision: str = "float32",
+              optimizer: str = "adam") -> dict:
     """nmt's training loop; ``keras_gru`` runs the GRUs through keras.layers.GRU's own CPU loop
     instead of nmt.model.gru's fused one (the same weights and maths), and the feed decoder through
     its plain step loop differentiated by TensorFlow instead of nmt.model.feed's (the GPU paths),
-    to show what the hand-written backward passes gain; ``precision`` is ``training.precision``."""
+    to show what the hand-written backward passes gain; ``precision`` and ``optimizer`` are
+    ``training.precision`` and ``training.optimizer``."""
     fused_switch = gru.cudnn_available
     if keras_gru:  # the layers' "cuDNN path" is the Keras layer itself, which on a CPU runs Keras' loop
         gru.cudnn_available = lambda: True
     try:
-        return _bench_nmt(prep, work, placement, num_sampled, steps, warmup, model, parts, precision)
+        return _bench_nmt(prep, work, placement, num_sampled, steps, warmup, model, parts, precision, optimizer)
     finally:
         gru.cudnn_available = fused_switch
 
 
 def _bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
-               model: dict, parts: int, precision: str) -> dict:
+               model: dict, parts: int, precision: str, optimizer: str) -> dict:
     from nmt.training import Trainer, read_metrics
 
     run = work / f"run_{placement}_{num_sampled}"
@@ -76,7 +81,8 @@ def _bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: 
         "model": {**model, "attention_placement": placement},
         "training": {"run_dir": str(run), "batch_size": 64, "num_sampled": num_sampled, "max_steps": warmup + steps,
                      "log_every": 10, "validate_every": 10**8, "validate_max_sentences": 1,
-                     "checkpoint_every": 10**8, "parallel_parts": parts, "precision": precision}})
+                     "checkpoint_every": 10**8, "parallel_parts": parts, "precision": precision,
+                     "optimizer": optimizer}})
     trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
     trainer.train()
     tps = [r["tokens_per_second"] for r in read_metrics(run, "train") if r["step"] > warmup]
@@ -162,9 +168,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="with --parts: alternated runs of each value")
     parser.add_argument("--precisions", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
                         help="with --parts: training.precision values, alternated")
+    parser.add_argument("--optimizers", nargs="+", default=["adam"], choices=["adam", "lazy_adam"],
+                        help="with --parts: training.optimizer values, alternated")
     parser.add_argument("--child", type=int, metavar="P", help=argparse.SUPPRESS)  # one --parts run
     parser.add_argument("--child-sampled", type=int, help=argparse.SUPPRESS)  # of one loss
     parser.add_argument("--child-precision", default="float32", help=argparse.SUPPRESS)  # in one precision
+    parser.add_argument("--child-optimizer", default="adam", help=argparse.SUPPRESS)  # with one optimizer
     args = parser.parse_args()
     if args.parts and (min(args.parts) < 0 or args.repeats < 1):
         parser.error("--parts values must be at least 0 and --repeats at least 1")
@@ -187,9 +196,10 @@ def main() -> None:
                           "num_sampled": num_sampled, "batch": 64, "quick": args.quick, **machine()}
                 if args.child is not None:
                     r = bench_nmt(prep, Path(tmp), args.placements[0], num_sampled, steps, warmup, model,
-                                  parts=args.child, precision=args.child_precision)
+                                  parts=args.child, precision=args.child_precision, optimizer=args.child_optimizer)
                     print(json.dumps({**common, "toolkit": "nmt", "placement": args.placements[0],
-                                      "parallel_parts": args.child, "precision": args.child_precision, **r}),
+                                      "parallel_parts": args.child, "precision": args.child_precision,
+                                      "optimizer": args.child_optimizer, **r}),
                           flush=True)
                     continue
                 if not args.no_baseline:
@@ -206,29 +216,33 @@ def main() -> None:
 
 
 def compare_parts(args: argparse.Namespace) -> None:
-    """``--parts``: nmt alone in a fresh process per parts value, precision and configuration, alternated."""
+    """``--parts``: nmt alone in a fresh process per parts value, precision, optimizer and configuration,
+    alternated."""
     runs: dict[tuple, list[int]] = {}
     configs = [(v, p, n) for v in ([500] if args.quick else args.vocab) for p in args.placements
                for n in sampled_losses(v, args.quick)]
     for _ in range(args.repeats):
         for vocab, placement, num_sampled in configs:
-            for parts in args.parts:
-                for precision in args.precisions:
-                    cmd = [sys.executable, __file__, "--child", str(parts), "--child-sampled", str(num_sampled),
-                           "--child-precision", precision, "--vocab", str(vocab), "--placements", placement,
-                           "--steps", str(args.steps), "--warmup", str(args.warmup), "--work", args.work]
-                    out = subprocess.run(cmd + (["--quick"] if args.quick else []), check=True, capture_output=True,
-                                         text=True).stdout
-                    for line in out.splitlines():
-                        row = json.loads(line)
-                        print(line, flush=True)
-                        key = (vocab, placement, row["num_sampled"], parts, precision)
-                        runs.setdefault(key, []).append(row["tokens_per_second"])
+            for parts, precision, optimizer in itertools.product(args.parts, args.precisions, args.optimizers):
+                cmd = [sys.executable, __file__, "--child", str(parts), "--child-sampled", str(num_sampled),
+                       "--child-precision", precision, "--child-optimizer", optimizer, "--vocab", str(vocab),
+                       "--placements", placement, "--steps", str(args.steps), "--warmup", str(args.warmup),
+                       "--work", args.work]
+                out = subprocess.run(cmd + (["--quick"] if args.quick else []), check=True, capture_output=True,
+                                     text=True).stdout
+                for line in out.splitlines():
+                    row = json.loads(line)
+                    print(line, flush=True)
+                    key = (vocab, placement, row["num_sampled"], parts, precision, optimizer)
+                    runs.setdefault(key, []).append(row["tokens_per_second"])
     base = f"parts_{args.parts[0]}_{args.precisions[0]}"
-    for (vocab, placement, num_sampled, parts, precision), rates in runs.items():
-        first = statistics.median(runs[(vocab, placement, num_sampled, args.parts[0], args.precisions[0])])
+    base += "" if len(args.optimizers) == 1 else f"_{args.optimizers[0]}"
+    for (vocab, placement, num_sampled, parts, precision, optimizer), rates in runs.items():
+        first = statistics.median(runs[(vocab, placement, num_sampled, args.parts[0], args.precisions[0],
+                                        args.optimizers[0])])
         print(json.dumps({"bench": "train_parts", "requested_vocab": vocab, "placement": placement,
                           "num_sampled": num_sampled, "parallel_parts": parts, "precision": precision,
+                          "optimizer": optimizer,
                           "repeats": len(rates), "median_tokens_per_second": round(statistics.median(rates)),
                           f"speedup_vs_{base}": round(statistics.median(rates) / first, 3),
                           "quick": args.quick, **machine()}), flush=True)

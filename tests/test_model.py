@@ -1,6 +1,7 @@
 """Model layers: attention masks and normalises, steps equal the full pass, the fused CPU GRU
 and the feed decoder's CPU loop equal Keras' GRU and autodiff, checkpoints round-trip every
-weight, the sampled loss equals TensorFlow's, the fused Adam equals Keras' Adam, and bfloat16
+weight, the sampled loss equals TensorFlow's, the fused Adam equals Keras' Adam, the lazy Adam moves only
+the rows a sparse gradient touches, and bfloat16
 matmuls (training.precision) reach every weight's product, the GRU loops' included."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from nmt.config import ModelConfig
 from nmt.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
 from nmt.model import BahdanauAttention, build_model, gru
 from nmt.model.ops import matmul_precision
-from nmt.optimizers import FusedAdam
+from nmt.optimizers import FusedAdam, LazyAdam
 
 MASK = tf.constant([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]]) > 0
 
@@ -217,8 +218,9 @@ def test_full_softmax_loss_and_gradient_match_keras_with_and_without_label_smoot
                                    tape.gradient(weighted_theirs, logits).numpy(), rtol=1e-4, atol=1e-6)
 
 
-def _adam_run(cls, init, grads) -> tuple[list[np.ndarray], set[str]]:
-    """Variables and slots after ``cls`` applied ``grads`` (the first sparse), and the op types it ran."""
+def _adam_run(cls, init, grads, rows=((1, 4, 4, 7),)) -> tuple[list[np.ndarray], set[str]]:
+    """Variables and slots after ``cls`` applied ``grads`` (the first sparse, on ``rows[step % len(rows)]``),
+    and the op types it ran."""
     variables = [keras.Variable(x) for x in init]
     opt = cls(learning_rate=keras.optimizers.schedules.ExponentialDecay(0.05, 1, 0.9), global_clipnorm=1.0)
     opt.build(variables)
@@ -227,9 +229,9 @@ def _adam_run(cls, init, grads) -> tuple[list[np.ndarray], set[str]]:
     def apply(dense, rows, values):  # the embedding-like variable gets sparse (IndexedSlices) gradients
         opt.apply([tf.IndexedSlices(values, rows, tf.constant([20, 6])), dense], variables)
 
-    rows = tf.constant([1, 4, 4, 7])  # a repeated row: its slices are summed
-    for g in grads:
-        apply(tf.constant(g[1]), rows, tf.constant(g[0][:4]))
+    for i, g in enumerate(grads):  # a repeated row: its slices are summed
+        apply(tf.constant(g[1]), tf.constant(rows[i % len(rows)]), tf.constant(g[0][:4]))
+    rows = tf.constant(rows[0])
     ops = {op.type for op in apply.get_concrete_function(tf.constant(g[1]), rows, tf.constant(g[0][:4]))
            .graph.get_operations()}
     return [v.numpy() for v in variables + opt._momentums + opt._velocities], ops
@@ -246,3 +248,33 @@ def test_fused_adam_equals_keras_adam_with_clipping_and_sparse_gradients():
     assert not np.allclose(fused_values[0], init[0])  # the variables moved
     for keras_value, fused_value in zip(keras_values, fused_values):
         np.testing.assert_allclose(fused_value, keras_value, rtol=2e-5, atol=1e-7)
+
+
+def test_lazy_adam_moves_only_touched_rows_with_adams_update():
+    rng = np.random.default_rng(4)
+    init = [rng.normal(size=(20, 6)).astype(np.float32), rng.normal(size=(6,)).astype(np.float32)]
+    grads = [[rng.normal(size=(20, 6)).astype(np.float32) * 3.0, rng.normal(size=(6,)).astype(np.float32)]
+             for _ in range(4)]
+    rows = ((1, 4, 4, 7), (2, 4, 9, 9))  # rows 1, 7 and 2, 9 are touched every other step
+    lazy_values, lazy_ops = _adam_run(LazyAdam, init, grads, rows)
+    fused_values, _ = _adam_run(FusedAdam, init, grads, rows)
+    assert "ResourceScatterSub" in lazy_ops and "ResourceApplyAdam" in lazy_ops  # sparse and dense paths
+    # numpy reference: Adam's formula on the touched rows only, after global-norm clipping
+    var, m, v = init[0].astype(np.float64), np.zeros((20, 6)), np.zeros((20, 6))
+    for step, g in enumerate(grads, start=1):
+        values, dense = g[0][:4].astype(np.float64), g[1].astype(np.float64)
+        scale = min(1.0, 1.0 / np.sqrt((values**2).sum() + (dense**2).sum()))
+        summed = np.zeros((20, 6))
+        np.add.at(summed, list(rows[(step - 1) % 2]), values * scale)
+        touched = sorted(set(rows[(step - 1) % 2]))
+        m[touched] += (summed[touched] - m[touched]) * 0.1
+        v[touched] += (summed[touched] ** 2 - v[touched]) * 0.001
+        alpha = 0.05 * 0.9 ** (step - 1) * np.sqrt(1 - 0.999**step) / (1 - 0.9**step)
+        var[touched] -= alpha * m[touched] / (np.sqrt(v[touched]) + 1e-7)
+    np.testing.assert_allclose(lazy_values[0], var, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(lazy_values[2], m, rtol=2e-5, atol=1e-7)
+    np.testing.assert_allclose(lazy_values[4], v, rtol=2e-5, atol=1e-9)
+    untouched = [r for r in range(20) if r not in (1, 2, 4, 7, 9)]
+    np.testing.assert_array_equal(lazy_values[0][untouched], init[0][untouched])
+    assert not np.allclose(fused_values[0][[1, 2, 7, 9]], lazy_values[0][[1, 2, 7, 9]])  # dense Adam differs
+    np.testing.assert_allclose(lazy_values[1], fused_values[1], rtol=1e-6)  # dense gradients: Adam's update

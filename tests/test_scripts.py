@@ -42,21 +42,22 @@ def test_bench_prepare_quick(capsys, tmp_path):
 @pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", []),
                                           ("bench_limit.py", ["--steps", "5", "--profile", "2",
                                                               "--precision", "bfloat16"]),
-                                          ("bench_train.py", ["--placements", "post", "--parts", "1", "2",
+                                          ("bench_train.py", ["--placements", "post", "--parts", "2",
                                                               "--precisions", "float32", "bfloat16",
+                                                              "--optimizers", "adam", "lazy_adam",
                                                               "--repeats", "1"])])
 def test_bench_quick_modes(script, extra, capsys, tmp_path):
     rows = run_script(script, "--quick", "--work", str(tmp_path), *extra, capsys=capsys, tmp_path=tmp_path)
-    if "--parts" in extra:  # nmt alone, a fresh process per training.parallel_parts value and precision
-        runs = {(r["parallel_parts"], r["precision"], r["loss"]): r["tokens_per_second"]
-                for r in rows if r["bench"] == "train"}
-        settings = {(p, q) for p in (1, 2) for q in ("float32", "bfloat16")}
+    if "--parts" in extra:  # nmt alone, a fresh process per precision and optimizer (parallel_parts 2)
+        runs = {(r["precision"], r["optimizer"], r["loss"]): r["tokens_per_second"]
+                for r in rows if r["bench"] == "train" and r["parallel_parts"] == 2}
+        settings = {(p, q) for p in ("float32", "bfloat16") for q in ("adam", "lazy_adam")}
         assert set(runs) == {(*s, x) for s in settings for x in ("full", "sampled")} and min(runs.values()) > 0
-        summary = {(r["parallel_parts"], r["precision"], r["num_sampled"] > 0): r
+        summary = {(r["precision"], r["optimizer"], r["num_sampled"] > 0): r
                    for r in rows if r["bench"] == "train_parts"}
         assert set(summary) == {(*s, x) for s in settings for x in (False, True)}
-        ratio = "speedup_vs_parts_1_float32"
-        assert all(r[ratio] == 1.0 for (p, q, _), r in summary.items() if (p, q) == (1, "float32"))
+        ratio = "speedup_vs_parts_2_float32_adam"
+        assert all(r[ratio] == 1.0 for (p, q, _), r in summary.items() if (p, q) == ("float32", "adam"))
         assert all(r[ratio] > 0 for r in summary.values())
     elif script == "bench_train.py":
         toolkits = ("nmt", "plain-keras-step", "nmt-keras-gru-loop")
@@ -118,6 +119,16 @@ def test_bench_loss_quick(capsys, tmp_path):
     assert all(r["min_ms"] > 0 and r["speedup_vs_baseline_min"] > 0 for r in rows)
     assert rows[0]["speedup_vs_baseline_min"] == 1.0
     assert rows[1]["max_loss_difference"] < 1e-4 and rows[1]["max_gradient_difference"] < 1e-3
+
+
+def test_bench_optimizer_quick(capsys, tmp_path):
+    """bench_optimizer.py alternates Adam and lazy Adam over the same batches in one process."""
+    rows = run_script("bench_optimizer.py", "--quick", "--work", str(tmp_path), capsys=capsys, tmp_path=tmp_path)
+    passes = [(r["optimizer"], r["pass"]) for r in rows if r["bench"] == "optimizer_pass"]
+    assert passes == [("adam", 0), ("lazy_adam", 0), ("lazy_adam", 1), ("adam", 1)]  # alternated
+    summary = {r["optimizer"]: r for r in rows if r["bench"] == "optimizer_step"}
+    assert set(summary) == {"adam", "lazy_adam"} and summary["adam"]["median_speedup_vs_adam"] == 1.0
+    assert all(r["median_ms_per_step"] > 0 and len(r["pair_speedups"]) == 2 for r in summary.values())
 
 
 def test_peers_report_leaves_decoding_only_rows_out_of_training(capsys, tmp_path):

@@ -48,8 +48,10 @@ def test_loss_falls_and_run_directory_is_complete(corpus_dir, prepared, tmp_path
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
 
 
-def test_seeded_runs_repeat_and_resume_continues_exactly(corpus_dir, prepared, tmp_path):
-    opts = dict(max_steps=30, checkpoint_every=10, validate_every=100)
+@pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
+def test_seeded_runs_repeat_and_resume_continues_exactly(corpus_dir, prepared, tmp_path, optimizer):
+    """Also with training.optimizer lazy_adam: its sparse updates are deterministic and its moments resume."""
+    opts = dict(max_steps=30, checkpoint_every=10, validate_every=100, optimizer=optimizer)
     model = {"dropout": 0.2}
     mk = lambda name, **t: config_from_dict(tiny_config(  # noqa: E731
         corpus_dir, model=model, training={"run_dir": str(tmp_path / name), **opts, **t}))

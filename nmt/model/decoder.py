@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from nmt.model import feed, gru
 from nmt.model.attention import BahdanauAttention, additive_attention
-from nmt.model.ops import Dense, dense
+from nmt.model.ops import Dense, dense, embed
 
 
 class _DecoderBase(keras.layers.Layer):
@@ -78,7 +78,7 @@ class _DecoderBase(keras.layers.Layer):
         """The input projection of the previous tokens: gathered from the input table if ``weights`` has one."""
         if "input_table" in weights:
             return tf.cast(tf.gather(weights["input_table"], y_prev), dtype)
-        return self._project_inputs(self.embedding(y_prev))
+        return self._project_inputs(embed(self.embedding, y_prev))
 
     def _step_attention(self, query: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor, memory_mask: tf.Tensor,
                         weights: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
@@ -110,7 +110,7 @@ class PostAttentionDecoder(_DecoderBase):
     def call(self, tgt_in: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor, memory_mask: tf.Tensor,
              state: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Teacher-forced pass: ``(attentional hidden [B, T, A], attention weights [B, T, S])``."""
-        x = self.dropout(self.embedding(tgt_in), training=training)
+        x = self.dropout(embed(self.embedding, tgt_in), training=training)
         if self.rnn.built and not gru.cudnn_available():  # the same weights through the fused CPU loop
             outputs, _ = gru.fused_gru(self.rnn, x, initial_state=state, training=training)
         else:
@@ -166,7 +166,7 @@ class FeedAttentionDecoder(_DecoderBase):
              state: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Teacher-forced pass (a compiled step loop): hidden [B, T, A] and weights [B, T, S]."""
         self._ensure_built(memory)
-        x = self.dropout(self.embedding(tgt_in), training=training)
+        x = self.dropout(embed(self.embedding, tgt_in), training=training)
         x_proj = self._project_inputs(tf.transpose(x, [1, 0, 2]))
         if gru.cudnn_available() or not self.attention.query_layer.built:
             outputs, context, weights = self._step_loop(x_proj, memory, keys, memory_mask, state)

@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from nmt.model import gru
-from nmt.model.ops import Dense
+from nmt.model.ops import Dense, embed
 
 
 @keras.saving.register_keras_serializable("nmt")
@@ -56,7 +56,7 @@ class Encoder(keras.layers.Layer):
         """
         frozen = frozen or {}
         mask = tf.not_equal(src, 0)
-        x = self.dropout(self.embedding(src), training=training)
+        x = self.dropout(embed(self.embedding, src), training=training)
         fused = not gru.cudnn_available()
         lengths = tf.reduce_sum(tf.cast(mask, tf.int32), 1)
         for i in range(self.num_layers):

@@ -75,6 +75,30 @@ def dense(x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor | None = None) -> tf.
     return y if bias is None else y + tf.cast(bias, x.dtype)
 
 
+def gather_rows(table: tf.Tensor | keras.Variable, ids: tf.Tensor) -> tf.Tensor:
+    """``tf.gather(table, ids)`` that reads only the gathered rows of a variable (``ResourceGather``).
+
+    A Keras variable converted to a tensor is read whole (``ReadVariableOp``) before the gather.
+    Once a variable has had a sparse update (``training.optimizer: lazy_adam`` scatters into the
+    embeddings and the output projection) TensorFlow copies it at every such whole read (its
+    copy-on-read mode): 8-16 MB per table and read for the reference model. The gradient is
+    ``IndexedSlices`` either way.
+    """
+    if isinstance(table, keras.Variable):
+        table = table.value  # the tf.Variable (a cast tensor under autocast): tf.gather calls its sparse_read
+    return tf.gather(table, ids)
+
+
+def embed(embedding: keras.layers.Embedding, ids: tf.Tensor) -> tf.Tensor:
+    """``embedding(ids)`` through :func:`gather_rows`: the rows of ``ids`` (cast to int32 unless integers,
+    as Keras' layer does) in the layer's compute dtype."""
+    if not embedding.built:
+        embedding.build(ids.shape)
+    if not ids.dtype.is_integer:
+        ids = tf.cast(ids, tf.int32)
+    return tf.cast(gather_rows(embedding.embeddings, ids), embedding.compute_dtype)
+
+
 def apply_2d(layer: keras.layers.Layer, x: tf.Tensor) -> tf.Tensor:
     """Apply a Dense layer to the last axis of ``x`` through a 2-D view (see :func:`matmul_last`)."""
     shape = tf.shape(x)

@@ -1,0 +1,94 @@
+#!/usr/bin/env python
+"""The training step with each ``training.optimizer`` (Adam, lazy Adam) in one process, on the same batches.
+
+Fresh-process runs (``bench_train.py --parts 0 --optimizers adam lazy_adam``) move by 10-40% with
+this machine's load, more than the update's share of the step. Here one Trainer per optimizer is
+built in one process (the same seed, so the same initial weights and the same sampled candidates),
+both warm up on the first batches, and then passes over the same ``--steps`` batches alternate
+between them (A B, B A, ...). The script prints each pass' ms per step as JSON lines, then per
+optimizer the median, and the median of the per-pair ratios against the first optimizer.
+
+    python scripts/bench_optimizer.py                         # sampled 1,024, 40 batches, 8 passes
+    python scripts/bench_optimizer.py --num-sampled 0         # full softmax (dense projection gradient)
+    python scripts/bench_optimizer.py --quick                 # tiny model on the bundled sample, < 1 minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdata import prepared_dir  # noqa: E402
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
+        "attentional_units": 64}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--optimizers", nargs="+", default=["adam", "lazy_adam"], choices=["adam", "lazy_adam"])
+    parser.add_argument("--num-sampled", type=int, default=1024, help="sampled-softmax candidates (0: full softmax)")
+    parser.add_argument("--steps", type=int, default=40, help="batches per pass")
+    parser.add_argument("--passes", type=int, default=8, help="alternated passes per optimizer")
+    parser.add_argument("--quick", action="store_true", help="tiny model on the bundled sample (< 1 minute)")
+    parser.add_argument("--work", default=str(ROOT / "bench_out"))
+    args = parser.parse_args()
+    if args.steps < 1 or args.passes < 1 or args.num_sampled < 0:
+        parser.error("--steps and --passes must be at least 1, --num-sampled at least 0")
+    import tensorflow as tf
+
+    from nmt.config import TrainingConfig, config_from_dict
+    from nmt.sysinfo import available_cores, machine, set_cpu_threads
+    from nmt.training import Trainer, training_thread_plan
+
+    parts, intra, inter = training_thread_plan(TrainingConfig(), available_cores(), on_gpu=False)
+    if intra:
+        set_cpu_threads(intra, inter)
+    steps, passes = (5, 2) if args.quick else (args.steps, args.passes)
+    num_sampled = min(args.num_sampled, 128) if args.quick else args.num_sampled  # the sample's vocabulary: 500
+    work = Path(args.work)
+    prep = prepared_dir(work, 500 if args.quick else 8000, args.quick)
+    trainers = {}
+    for name in args.optimizers:
+        cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**(TINY if args.quick else {}),
+                                                                               "dropout": 0.0},
+                                "training": {"run_dir": str(work / f"run_optimizer_{name}"), "max_steps": 1,
+                                             "num_sampled": num_sampled, "parallel_parts": parts,
+                                             "optimizer": name}})
+        trainers[name] = Trainer(cfg, overwrite=True, log=lambda s: None)
+    first = trainers[args.optimizers[0]]
+    batches = [[tf.constant(x) for x in first.planner.make_batch(rows)] for rows in first.planner.plan(0)[:steps + 5]]
+    for trainer in trainers.values():
+        for batch in batches[:5]:
+            trainer._train_step(*batch)
+    info = {**machine(), "num_sampled": num_sampled, "steps": steps, "parallel_parts": parts, "quick": args.quick}
+    times: dict[str, list[float]] = {name: [] for name in trainers}
+    for p in range(passes):
+        for name in args.optimizers if p % 2 == 0 else args.optimizers[::-1]:
+            start = time.perf_counter()
+            for batch in batches[5:]:
+                trainers[name]._train_step(*batch)
+            times[name].append(1e3 * (time.perf_counter() - start) / steps)
+            print(json.dumps({"bench": "optimizer_pass", "optimizer": name, "pass": p,
+                              "ms_per_step": round(times[name][-1], 2), **info}), flush=True)
+    base = args.optimizers[0]
+    for name, ms in times.items():
+        ratios = [b / m for b, m in zip(times[base], ms)]
+        print(json.dumps({"bench": "optimizer_step", "optimizer": name, "passes": passes,
+                          "median_ms_per_step": round(statistics.median(ms), 2),
+                          f"median_speedup_vs_{base}": round(statistics.median(ratios), 3),
+                          "pair_speedups": [round(r, 3) for r in ratios], **info}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
