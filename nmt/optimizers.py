@@ -39,14 +39,17 @@ class FusedAdam(keras.optimizers.Adam):
         if self.amsgrad or tf.distribute.has_strategy():
             return super().update_step(gradient, variable, learning_rate)
         dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        beta_1, beta_2, step = self._betas_and_step(dtype)
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=self._momentums[index].handle, v=self._velocities[index].handle,
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
             grad=tf.cast(tf.convert_to_tensor(gradient), dtype))
+
+    def _betas_and_step(self, dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """``beta_1``, ``beta_2`` and this update's 1-based step count in ``dtype`` (for the bias correction)."""
+        return tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype), tf.cast(self.iterations + 1, dtype)
 
     def _clip_gradients(self, grads):
         """Clip by global norm exactly as Keras does, with one-pass sums of squares.
@@ -89,8 +92,7 @@ class LazyAdam(FusedAdam):
         dtype = variable.dtype
         rows, position = tf.unique(gradient.indices)
         grad = tf.math.unsorted_segment_sum(tf.cast(gradient.values, dtype), position, tf.shape(rows)[0])
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        beta_1, beta_2, step = self._betas_and_step(dtype)
         alpha = tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step)) / (1 - tf.pow(beta_1, step))
         index = self._get_variable_index(variable)
         m, v = self._momentums[index].handle, self._velocities[index].handle

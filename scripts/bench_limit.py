@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdata import prepared_dir  # noqa: E402
+from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
@@ -265,8 +265,7 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     prep = prepared_dir(work, 500 if args.quick else 8000, args.quick)
-    model = ({"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
-              "attentional_units": 64} if args.quick else {})
+    model = TINY_MODEL if args.quick else {}
     cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**model, "dropout": 0.0},
                             "training": {"run_dir": str(work / "run_limit"), "num_sampled": args.num_sampled,
                                          "max_steps": 1, "parallel_parts": parts, "precision": args.precision}})

@@ -20,18 +20,16 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdata import prepared_dir  # noqa: E402
+from bench_limit import time_steps  # noqa: E402
+from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
-        "attentional_units": 64}
 
 
 def main() -> None:
@@ -60,7 +58,7 @@ def main() -> None:
     prep = prepared_dir(work, 500 if args.quick else 8000, args.quick)
     trainers = {}
     for name in args.optimizers:
-        cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**(TINY if args.quick else {}),
+        cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**(TINY_MODEL if args.quick else {}),
                                                                                "dropout": 0.0},
                                 "training": {"run_dir": str(work / f"run_optimizer_{name}"), "max_steps": 1,
                                              "num_sampled": num_sampled, "parallel_parts": parts,
@@ -75,10 +73,7 @@ def main() -> None:
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for p in range(passes):
         for name in args.optimizers if p % 2 == 0 else args.optimizers[::-1]:
-            start = time.perf_counter()
-            for batch in batches[5:]:
-                trainers[name]._train_step(*batch)
-            times[name].append(1e3 * (time.perf_counter() - start) / steps)
+            times[name].append(1e3 * time_steps(trainers[name]._train_step, batches[5:]) / steps)
             print(json.dumps({"bench": "optimizer_pass", "optimizer": name, "pass": p,
                               "ms_per_step": round(times[name][-1], 2), **info}), flush=True)
     base = args.optimizers[0]

@@ -43,15 +43,14 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 import sys  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdata import REFERENCE_MODEL, prepared_dir  # noqa: E402
+from benchdata import REFERENCE_MODEL, TINY_MODEL, prepared_dir  # noqa: E402
 
 from nmt.config import config_from_dict  # noqa: E402
 from nmt.model import gru  # noqa: E402
 from nmt.sysinfo import machine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
-        "attentional_units": 64, "dropout": 0.1}
+TINY = {**TINY_MODEL, "dropout": 0.1}
 
 
 def bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,

@@ -12,6 +12,9 @@ M30K = ROOT.parent / "shared" / "data" / "multi30k"
 # The reference model of the speed issues: bi-GRU 256 per direction, GRU 512, Bahdanau attention, embeddings 256.
 REFERENCE_MODEL = {"embedding_dim": 256, "encoder_units": 256, "decoder_units": 512, "attention_units": 512,
                    "attentional_units": 512, "dropout": 0.2}
+# The shape of the quick modes' model (on the bundled sample, vocabulary 500).
+TINY_MODEL = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
+              "attentional_units": 64}
 
 
 def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:

@@ -169,3 +169,18 @@ def test_bench_train_rejects_bad_parts(extra, capsys, tmp_path):
     assert code == 2
     assert err[-1].endswith("error: --parts values must be at least 0 and --repeats at least 1")
     assert not (tmp_path / "work").exists()
+
+
+COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
+
+
+@pytest.mark.parametrize("script,extra,message", [
+    ("bench_optimizer.py", ["--steps", "0"], COUNTS), ("bench_optimizer.py", ["--num-sampled", "-1"], COUNTS),
+    ("bench_optimizer.py", ["--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
+    ("bench_train.py", ["--parts", "0", "--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
+    ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'")])
+def test_bench_scripts_reject_bad_optimizer_and_toolkit_arguments(script, extra, message, capsys, tmp_path):
+    """A bad count, optimizer or toolkit name stops at once with a one-line usage error, nothing written."""
+    code, err = usage_error(script, *extra, "--work", str(tmp_path / "work"), capsys=capsys)
+    assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "work").exists()

@@ -8,7 +8,7 @@ import tensorflow as tf
 from nmt.config import ModelConfig
 from nmt.model.decoder import FeedAttentionDecoder, PostAttentionDecoder
 from nmt.model.encoder import Encoder
-from nmt.model.ops import matmul_last
+from nmt.model.ops import gather_rows, matmul_last
 
 
 @keras.saving.register_keras_serializable("nmt")
@@ -45,7 +45,7 @@ class OutputProjection(keras.layers.Layer):
         ``targets`` (ids [C]) keeps those columns only, in that order: a shortlist's [hidden, C].
         """
         rows = self.weights_by_row()
-        return tf.transpose(rows if targets is None else tf.gather(rows, targets))
+        return tf.transpose(rows if targets is None else gather_rows(rows, targets))
 
     def call(self, hidden: tf.Tensor, by_column: tf.Tensor | None = None,
              targets: tf.Tensor | None = None) -> tf.Tensor:
@@ -60,7 +60,7 @@ class OutputProjection(keras.layers.Layer):
             logits = matmul_last(hidden, tf.cast(self.weights_by_row(), hidden.dtype), transpose_b=True)
         else:
             logits = matmul_last(hidden, tf.cast(by_column, hidden.dtype))
-        bias = self.bias if targets is None else tf.gather(self.bias, targets)
+        bias = self.bias if targets is None else gather_rows(self.bias, targets)
         return tf.cast(logits, tf.float32) + tf.cast(bias, tf.float32)  # autocast makes the bias 16-bit
 
     def get_config(self) -> dict:
