@@ -31,6 +31,7 @@ matmuls run one chain per part side by side, and decoding one batch per part.
     python scripts/bench_limit.py --profile 10     # the same, then the op-time breakdown
     python scripts/bench_limit.py --quick          # tiny model on the bundled sample, < 1 minute
     python scripts/bench_limit.py --precision bfloat16 --decode-steps 0   # the step with bfloat16 matmuls
+    python scripts/bench_limit.py --num-sampled 1024 --decode-steps 0 --profile 10 --optimizer lazy_adam
 """
 
 from __future__ import annotations
@@ -237,6 +238,7 @@ def main() -> None:
                         help="training.parallel_parts (0: nmt's default); the matmuls run P chains side by side")
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                         help="training.precision of the step; bfloat16 also measures the bfloat16 matmul peak")
+    parser.add_argument("--optimizer", choices=["adam", "lazy_adam"], default="adam", help="training.optimizer")
     args = parser.parse_args()
     import numpy as np
     import tensorflow as tf
@@ -268,7 +270,8 @@ def main() -> None:
     model = TINY_MODEL if args.quick else {}
     cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**model, "dropout": 0.0},
                             "training": {"run_dir": str(work / "run_limit"), "num_sampled": args.num_sampled,
-                                         "max_steps": 1, "parallel_parts": parts, "precision": args.precision}})
+                                         "max_steps": 1, "parallel_parts": parts, "precision": args.precision,
+                                         "optimizer": args.optimizer}})
     trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
     plan = trainer.planner.plan(0)[:args.steps + 10 + args.profile]
     batches = [trainer.planner.make_batch(rows) for rows in plan]
@@ -287,7 +290,7 @@ def main() -> None:
     padded = sum(int(np.prod(b[2].shape)) for b in measured)
     steps = len(measured)
     print(json.dumps({"bench": "train_step_flops", "vocab": vocab, "loss": "sampled" if sampled else "full",
-                      "num_sampled": sampled, "precision": args.precision, "steps": steps,
+                      "num_sampled": sampled, "precision": args.precision, "optimizer": args.optimizer, "steps": steps,
                       "target_tokens_per_second": round(tokens / seconds),
                       "padding_share": round(1 - tokens / padded, 3), "gflop_per_step": round(flops / steps / 1e9, 2),
                       "achieved_gflops": round(achieved, 1), "matmul_peak_gflops": round(peak, 1),
@@ -315,7 +318,8 @@ def main() -> None:
         rows, totals = profile_steps(trainer._train_step, profiled, work / "profile_limit")
         loss = "sampled" if sampled else "full"
         for row in [profile_summary(totals, statistics.median(passes), gflop, peak), *rows]:
-            print(json.dumps({**row, "loss": loss, "precision": args.precision, **info}), flush=True)
+            print(json.dumps({**row, "loss": loss, "precision": args.precision, "optimizer": args.optimizer, **info}),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_bench_prepare_quick(capsys, tmp_path):
 
 @pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", []),
                                           ("bench_limit.py", ["--steps", "5", "--profile", "2",
-                                                              "--precision", "bfloat16"]),
+                                                              "--precision", "bfloat16", "--optimizer", "lazy_adam"]),
                                           ("bench_train.py", ["--placements", "post", "--parts", "2",
                                                               "--precisions", "float32", "bfloat16",
                                                               "--optimizers", "adam", "lazy_adam",
@@ -71,6 +71,7 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         assert set(peaks) == {"float32", "bfloat16"}  # the step's own precision and float32
         step = next(r for r in rows if r["bench"] == "train_step_flops")
         assert step["precision"] == "bfloat16" and step["matmul_peak_gflops"] == peaks["bfloat16"]
+        assert step["optimizer"] == "lazy_adam"
         assert 0 < step["fraction_of_peak"] < 1 and step["achieved_gflops"] > 0
         assert abs(step["fraction_of_float32_peak"] - step["achieved_gflops"] / peaks["float32"]) < 0.002
         assert step["ceiling_tokens_per_second"] > step["target_tokens_per_second"]
