@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Time ``nmt prepare`` and print one JSON line per corpus.
 
-Default: Multi30k en-de (train/val/test2016) from ../shared/data, and the full Tatoeba fra-eng
-TSV when present. ``--quick``: the bundled sample only (a few seconds).
+Default: Multi30k en-de (train/val/test2016) from ../shared/data/multi30k (or the folder
+``NMT_MULTI30K`` names, see ``benchdata.py``), and the full Tatoeba fra-eng TSV from
+../shared/data/anki, each when present (a missing one is named on stderr). ``--quick``: the
+bundled sample only (a few seconds).
 
     python scripts/bench_prepare.py [--quick] [--repeats 3]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +22,9 @@ from pathlib import Path
 from nmt.config import config_from_dict
 from nmt.prepare import prepare
 from nmt.sysinfo import machine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdata import MULTI30K_FILES, multi30k_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -29,13 +35,17 @@ def corpora(quick: bool) -> dict[str, dict]:
                                       "dev_size": 500, "test_size": 500}}
     if quick:
         return out
-    m = SHARED / "multi30k"
-    if m.is_dir():
+    m = multi30k_dir()
+    if not all((m / name).is_file() for name in MULTI30K_FILES):
+        print(f"skipped: {m}: Multi30k not found (set NMT_MULTI30K)", file=sys.stderr)
+    else:
         out["multi30k_en_de"] = {"train_src": str(m / "train.en"), "train_tgt": str(m / "train.de"),
                                  "dev_src": str(m / "val.en"), "dev_tgt": str(m / "val.de"),
                                  "test_src": str(m / "test2016.en"), "test_tgt": str(m / "test2016.de")}
     a = SHARED / "anki" / "fra-eng" / "fra.txt"
-    if a.is_file():
+    if not a.is_file():
+        print(f"skipped: {a}: not found", file=sys.stderr)
+    else:
         out["anki_fra_eng_full"] = {"train_tsv": str(a)}
     return out
 

@@ -1,14 +1,21 @@
-"""Data the benchmark scripts share: Multi30k en-de (or the bundled sample for --quick), prepared once."""
+"""Data the benchmark scripts share: Multi30k en-de (or the bundled sample for --quick), prepared once.
+
+Multi30k is read from ``../shared/data/multi30k`` next to the repository (train.en, train.de,
+val.*, test2016.*), or from the folder named by the environment variable ``NMT_MULTI30K``.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 from nmt.config import config_from_dict
 from nmt.prepare import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
-M30K = ROOT.parent / "shared" / "data" / "multi30k"
+MULTI30K_FILES = ("train.en", "train.de", "val.en", "val.de", "test2016.en", "test2016.de")
+
 # The reference model of the speed issues: bi-GRU 256 per direction, GRU 512, Bahdanau attention, embeddings 256.
 REFERENCE_MODEL = {"embedding_dim": 256, "encoder_units": 256, "decoder_units": 512, "attention_units": 512,
                    "attentional_units": 512, "dropout": 0.2}
@@ -17,16 +24,30 @@ TINY_MODEL = {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "at
               "attentional_units": 64}
 
 
+def multi30k_dir() -> Path:
+    """The Multi30k folder: ``$NMT_MULTI30K``, else ``../shared/data/multi30k`` next to the repository."""
+    return Path(os.environ.get("NMT_MULTI30K") or ROOT.parent / "shared" / "data" / "multi30k")
+
+
 def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:
+    """``work/prepared_v<vocab>``: Multi30k en-de (or the bundled sample if ``quick``), prepared on first use.
+
+    Stops with a one-line error naming the first missing Multi30k file.
+    """
     out = work / f"prepared_v{vocab}{'_quick' if quick else ''}"
     if (out / "manifest.json").is_file():
         return out
     if quick:
         data = {"train_tsv": str(ROOT / "data" / "fra-eng-sample.tsv.gz"), "dev_size": 100, "test_size": 100}
     else:
-        data = {"train_src": str(M30K / "train.en"), "train_tgt": str(M30K / "train.de"),
-                "dev_src": str(M30K / "val.en"), "dev_tgt": str(M30K / "val.de"),
-                "test_src": str(M30K / "test2016.en"), "test_tgt": str(M30K / "test2016.de")}
+        m30k = multi30k_dir()
+        missing = [name for name in MULTI30K_FILES if not (m30k / name).is_file()]
+        if missing:
+            sys.exit(f"error: {m30k / missing[0]}: Multi30k en-de not found; "
+                     "set NMT_MULTI30K to the folder that holds train.en, train.de, val.* and test2016.*")
+        data = {"train_src": str(m30k / "train.en"), "train_tgt": str(m30k / "train.de"),
+                "dev_src": str(m30k / "val.en"), "dev_tgt": str(m30k / "val.de"),
+                "test_src": str(m30k / "test2016.en"), "test_tgt": str(m30k / "test2016.de")}
     sp = {"vocab_size": vocab, "model_type": "unigram" if vocab <= 8000 else "bpe"}
     prepare(config_from_dict({"data": {**data, "prepared_dir": str(out), "sentencepiece": sp}}),
             overwrite=True, log=lambda s: None)

@@ -185,3 +185,17 @@ def test_bench_scripts_reject_bad_optimizer_and_toolkit_arguments(script, extra,
     code, err = usage_error(script, *extra, "--work", str(tmp_path / "work"), capsys=capsys)
     assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "work").exists()
+
+
+def test_bench_scripts_name_missing_multi30k(monkeypatch, capsys, tmp_path):
+    """Without Multi30k (a clone with no ../shared/data) a benchmark stops with one line naming the file
+    and the variable to set, before it writes anything; bench_prepare names the corpus it skips."""
+    monkeypatch.setenv("NMT_MULTI30K", str(tmp_path / "nowhere"))
+    with pytest.raises(SystemExit) as stop:
+        run_main("bench_optimizer.py", "--steps", "1", "--passes", "1", "--work", str(tmp_path / "work"))
+    assert stop.value.code == (f"error: {tmp_path / 'nowhere' / 'train.en'}: Multi30k en-de not found; "
+                               "set NMT_MULTI30K to the folder that holds train.en, train.de, val.* and test2016.*")
+    assert not (tmp_path / "work").exists()
+    corpora = runpy.run_path(str(ROOT / "scripts" / "bench_prepare.py"))["corpora"]
+    assert "multi30k_en_de" not in corpora(quick=False)
+    assert f"skipped: {tmp_path / 'nowhere'}: Multi30k not found (set NMT_MULTI30K)" in capsys.readouterr().err
