@@ -24,7 +24,7 @@ from nmt.prepare import prepare
 from nmt.sysinfo import machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdata import MULTI30K_FILES, multi30k_dir  # noqa: E402
+from benchdata import multi30k_data, multi30k_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"
@@ -35,13 +35,11 @@ def corpora(quick: bool) -> dict[str, dict]:
                                       "dev_size": 500, "test_size": 500}}
     if quick:
         return out
-    m = multi30k_dir()
-    if not all((m / name).is_file() for name in MULTI30K_FILES):
-        print(f"skipped: {m}: Multi30k not found (set NMT_MULTI30K)", file=sys.stderr)
+    m30k, missing = multi30k_data()
+    if missing:
+        print(f"skipped: {multi30k_dir()}: Multi30k not found (set NMT_MULTI30K)", file=sys.stderr)
     else:
-        out["multi30k_en_de"] = {"train_src": str(m / "train.en"), "train_tgt": str(m / "train.de"),
-                                 "dev_src": str(m / "val.en"), "dev_tgt": str(m / "val.de"),
-                                 "test_src": str(m / "test2016.en"), "test_tgt": str(m / "test2016.de")}
+        out["multi30k_en_de"] = m30k
     a = SHARED / "anki" / "fra-eng" / "fra.txt"
     if not a.is_file():
         print(f"skipped: {a}: not found", file=sys.stderr)

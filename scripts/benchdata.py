@@ -29,6 +29,16 @@ def multi30k_dir() -> Path:
     return Path(os.environ.get("NMT_MULTI30K") or ROOT.parent / "shared" / "data" / "multi30k")
 
 
+def multi30k_data() -> tuple[dict[str, str], Path | None]:
+    """Multi30k en-de as a ``data`` config section (train, val as dev, test2016 as test), and the
+    first of its files that is missing (None: all there)."""
+    m30k = multi30k_dir()
+    missing = next((m30k / name for name in MULTI30K_FILES if not (m30k / name).is_file()), None)
+    return {"train_src": str(m30k / "train.en"), "train_tgt": str(m30k / "train.de"),
+            "dev_src": str(m30k / "val.en"), "dev_tgt": str(m30k / "val.de"),
+            "test_src": str(m30k / "test2016.en"), "test_tgt": str(m30k / "test2016.de")}, missing
+
+
 def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:
     """``work/prepared_v<vocab>``: Multi30k en-de (or the bundled sample if ``quick``), prepared on first use.
 
@@ -40,14 +50,10 @@ def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:
     if quick:
         data = {"train_tsv": str(ROOT / "data" / "fra-eng-sample.tsv.gz"), "dev_size": 100, "test_size": 100}
     else:
-        m30k = multi30k_dir()
-        missing = [name for name in MULTI30K_FILES if not (m30k / name).is_file()]
+        data, missing = multi30k_data()
         if missing:
-            sys.exit(f"error: {m30k / missing[0]}: Multi30k en-de not found; "
+            sys.exit(f"error: {missing}: Multi30k en-de not found; "
                      "set NMT_MULTI30K to the folder that holds train.en, train.de, val.* and test2016.*")
-        data = {"train_src": str(m30k / "train.en"), "train_tgt": str(m30k / "train.de"),
-                "dev_src": str(m30k / "val.en"), "dev_tgt": str(m30k / "val.de"),
-                "test_src": str(m30k / "test2016.en"), "test_tgt": str(m30k / "test2016.de")}
     sp = {"vocab_size": vocab, "model_type": "unigram" if vocab <= 8000 else "bpe"}
     prepare(config_from_dict({"data": {**data, "prepared_dir": str(out), "sentencepiece": sp}}),
             overwrite=True, log=lambda s: None)
