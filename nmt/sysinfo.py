@@ -11,18 +11,29 @@ from pathlib import Path
 
 
 def machine() -> dict[str, object]:
-    """CPU model and vector extensions, core count, Python and (if imported) TensorFlow versions, date."""
-    cpu, flags = platform.processor() or platform.machine(), []
+    """CPU model, family and vector extensions, core count, Python and (if imported) TensorFlow
+    versions, date.
+
+    ``cpu_family_model`` is ``/proc/cpuinfo``'s ``cpu family``/``model``/``stepping``: a virtual
+    machine's model name may say only "AMD EPYC" for CPU generations whose vector units differ
+    twofold (AMD family 25 runs AVX-512 on 256-bit halves, family 26 on full 512-bit units).
+    """
+    cpu, flags, ids = platform.processor() or platform.machine(), [], {}
     info = Path("/proc/cpuinfo")
     if info.is_file():
         for line in info.read_text(errors="replace").splitlines():
-            if line.startswith("model name") and cpu in ("", platform.machine()):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                have = set(line.split(":", 1)[1].split())
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key == "model name" and cpu in ("", platform.machine()):
+                cpu = value
+            elif key in ("cpu family", "model", "stepping") and key not in ids:
+                ids[key] = value
+            elif key == "flags" and not flags:
+                have = set(value.split())
                 flags = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in have]
     out: dict[str, object] = {"cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count(),
                               "python": platform.python_version(), "date": datetime.date.today().isoformat()}
+    if ids:
+        out["cpu_family_model"] = "/".join(ids.get(k, "?") for k in ("cpu family", "model", "stepping"))
     if "tensorflow" in sys.modules:
         out["tensorflow"] = sys.modules["tensorflow"].__version__
     return out
