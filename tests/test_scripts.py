@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import runpy
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +38,10 @@ def run_script(name: str, *args: str, capsys, tmp_path) -> list[dict]:
 def test_bench_prepare_quick(capsys, tmp_path):
     rows = run_script("bench_prepare.py", "--quick", capsys=capsys, tmp_path=tmp_path)
     assert rows[0]["pairs_read"] == 30000 and rows[0]["seconds_median"] > 0
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "cpu family" in cpuinfo.read_text():  # the CPU's generation, not only its name
+        family = next(line for line in cpuinfo.read_text().splitlines() if line.startswith("cpu family"))
+        assert rows[0]["cpu_family_model"].split("/")[0] == family.split(":")[1].strip()
 
 
 @pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", []),
