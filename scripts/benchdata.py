@@ -14,7 +14,9 @@ from nmt.config import config_from_dict
 from nmt.prepare import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
-MULTI30K_FILES = ("train.en", "train.de", "val.en", "val.de", "test2016.en", "test2016.de")
+# Multi30k en-de as a ``data`` config section: the key each file fills (val as dev, test2016 as test).
+MULTI30K_FILES = {"train_src": "train.en", "train_tgt": "train.de", "dev_src": "val.en", "dev_tgt": "val.de",
+                  "test_src": "test2016.en", "test_tgt": "test2016.de"}
 
 # The reference model of the speed issues: bi-GRU 256 per direction, GRU 512, Bahdanau attention, embeddings 256.
 REFERENCE_MODEL = {"embedding_dim": 256, "encoder_units": 256, "decoder_units": 512, "attention_units": 512,
@@ -32,11 +34,9 @@ def multi30k_dir() -> Path:
 def multi30k_data() -> tuple[dict[str, str], Path | None]:
     """Multi30k en-de as a ``data`` config section (train, val as dev, test2016 as test), and the
     first of its files that is missing (None: all there)."""
-    m30k = multi30k_dir()
-    missing = next((m30k / name for name in MULTI30K_FILES if not (m30k / name).is_file()), None)
-    return {"train_src": str(m30k / "train.en"), "train_tgt": str(m30k / "train.de"),
-            "dev_src": str(m30k / "val.en"), "dev_tgt": str(m30k / "val.de"),
-            "test_src": str(m30k / "test2016.en"), "test_tgt": str(m30k / "test2016.de")}, missing
+    paths = {key: multi30k_dir() / name for key, name in MULTI30K_FILES.items()}
+    missing = next((path for path in paths.values() if not path.is_file()), None)
+    return {key: str(path) for key, path in paths.items()}, missing
 
 
 def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:
