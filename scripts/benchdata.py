@@ -34,7 +34,8 @@ def multi30k_dir() -> Path:
 def multi30k_data() -> tuple[dict[str, str], Path | None]:
     """Multi30k en-de as a ``data`` config section (train, val as dev, test2016 as test), and the
     first of its files that is missing (None: all there)."""
-    paths = {key: multi30k_dir() / name for key, name in MULTI30K_FILES.items()}
+    m30k = multi30k_dir()
+    paths = {key: m30k / name for key, name in MULTI30K_FILES.items()}
     missing = next((path for path in paths.values() if not path.is_file()), None)
     return {key: str(path) for key, path in paths.items()}, missing
 
