@@ -382,7 +382,7 @@ def evaluate(hyp_path, ref_paths, run_dir, src_path, checkpoint, beam, length_pe
 
         translator = Translator(run_dir, checkpoint, length_penalty=length_penalty, shortlist=shortlist,
                                 precision=precision)
-        hyps = [t.text for t in translator.translate(sources, beam=beam)]
+        hyps = [t.text for t in translator.translate(sources, beam=beam, with_scores=False)]
         if save_hyp:
             from nmt.fileio import atomic_write_text
 

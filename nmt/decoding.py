@@ -4,8 +4,8 @@ Each decoder is one ``tf.function`` holding a ``tf.while_loop`` over target step
 whole batch: no Python per step and no Keras ``predict``. The loop ends as soon as every
 sentence has produced EOS or reached its length limit ``min(a * |src| + b, cap)``.
 Both return token ids [B, T] (0 after the end), lengths (EOS included), scores (sum of
-log-probabilities; beam search divides by ``length ** length_penalty``) and, on request,
-attention weights [B, T, S].
+log-probabilities; beam search divides by ``length ** length_penalty``; greedy search computes
+them only when asked, ``with_scores``) and, on request, attention weights [B, T, S].
 """
 
 from __future__ import annotations
@@ -91,14 +91,16 @@ def _block_eos_before(t: tf.Tensor, min_length: int, scores: tf.Tensor) -> tf.Te
 
 def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
                   with_attention: bool = False, min_length: int = 0,
-                  targets: tf.Tensor | None = None, frozen: FrozenWeights | None = None) -> tuple[tf.Tensor, ...]:
+                  targets: tf.Tensor | None = None, frozen: FrozenWeights | None = None,
+                  with_scores: bool = True) -> tuple[tf.Tensor, ...]:
     """Greedy decoding of source ids [B, S] until EOS; call inside a ``tf.function``.
 
     EOS cannot be chosen before ``min_length`` tokens (0: no minimum); the per-sentence
     ``max_lengths`` (EOS included) still end every output. ``targets`` (sorted ids [C] starting
     with the special ids 0..3, see :meth:`nmt.shortlist.Shortlist.targets`) restricts every
     step to a shortlist; its scores are then normalised over the shortlist. ``frozen`` is a
-    loaded model's :func:`freeze_weights`, read instead of its variables.
+    loaded model's :func:`freeze_weights`, read instead of its variables. Without ``with_scores``
+    the steps skip the softmax normaliser (a pass of ``exp`` over [B, V]) and the scores are 0.
 
     Returns ``(tokens [B, T], lengths [B], scores [B], attention [B, T, S])`` (attention is
     an empty [B, 0, S] tensor unless ``with_attention``).
@@ -115,18 +117,22 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     attn = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
     by_column = model.projection.weights_by_column(targets)
     step_weights = frozen and frozen.step
+    # -inf at EOS, added to a step's logits while t < min_length: one [V] row, one pass over [B, V]
+    eos_block = tf.one_hot(EOS_ID, tf.shape(by_column)[1], on_value=_NEG_INF, off_value=0.0)
 
     def body(t, y, state, finished, lengths, scores, tokens, attn):
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, step_weights)
         logits = model.logits(hidden, by_column, targets)
         # The arg max of the logits is that of the log-probabilities: no log-softmax over [B, V],
-        # only its normaliser for the scores. (In a shortlist EOS keeps its id as its column.)
-        column = tf.argmax(_block_eos_before(t, min_length, logits), -1, output_type=tf.int32)
+        # only its normaliser for the scores, if asked for. (In a shortlist EOS keeps its id as its column.)
+        blocked = logits if min_length <= 0 else logits + tf.where(t < min_length, eos_block, 0.0)
+        column = tf.argmax(blocked, -1, output_type=tf.int32)
         # The last allowed step emits EOS so every output ends properly.
         column = tf.where(t + 1 >= max_lengths, EOS_ID, column)
-        log_prob = tf.gather(logits, column, batch_dims=1) - tf.reduce_logsumexp(logits, -1)
         y_new = column if targets is None else tf.gather(targets, column)
-        scores += tf.where(finished, 0.0, log_prob)
+        if with_scores:
+            log_prob = tf.gather(logits, column, batch_dims=1) - tf.reduce_logsumexp(logits, -1)
+            scores += tf.where(finished, 0.0, log_prob)
         y_new = tf.where(finished, PAD_ID, y_new)
         lengths += tf.cast(~finished, tf.int32)
         finished |= tf.equal(y_new, EOS_ID)
@@ -253,18 +259,18 @@ class Decoder:
                  frozen_weights: bool = False) -> None:
         self.model, self.cfg, self.shortlist = model, cfg, shortlist
         self.frozen = freeze_weights(model, cfg.precision) if frozen_weights else None
-        self._fns: dict[tuple[int, bool, bool], Callable] = {}
+        self._fns: dict[tuple[int, bool, bool, bool], Callable] = {}
         self._trace_lock = threading.Lock()
         self.parallel_batches = thread_plan(cfg, available_cores(), gru.cudnn_available())[0]
 
-    def _fn(self, beam: int, with_attention: bool, shortlisted: bool) -> Callable:
-        key = (beam, with_attention, shortlisted)
+    def _fn(self, beam: int, with_attention: bool, shortlisted: bool, with_scores: bool) -> Callable:
+        key = (beam, with_attention, shortlisted, with_scores or beam > 1)  # beam search always scores
         with self._trace_lock:  # traced by one thread; the batches decoded at once share the trace
             if key not in self._fns:
-                self._fns[key] = self._compile(beam, with_attention, shortlisted)
+                self._fns[key] = self._compile(*key)
         return self._fns[key]
 
-    def _compile(self, beam: int, with_attention: bool, shortlisted: bool) -> Callable:
+    def _compile(self, beam: int, with_attention: bool, shortlisted: bool, with_scores: bool) -> Callable:
         """The decoding function of one mode, traced now (one graph for every batch shape)."""
         spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
         if shortlisted:
@@ -272,7 +278,8 @@ class Decoder:
         if beam == 1:
             def run(src, max_lengths, targets=None):
                 tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention,
-                                                                 self.cfg.min_length, targets, self.frozen)
+                                                                 self.cfg.min_length, targets, self.frozen,
+                                                                 with_scores)
                 return tokens[:, None], lengths[:, None], scores[:, None], attention[:, None]
         else:
             def run(src, max_lengths, targets=None):
@@ -283,14 +290,19 @@ class Decoder:
         return fn
 
     def decode(self, src: np.ndarray, src_lengths: np.ndarray, beam: int | None = None,
-               with_attention: bool = False) -> Hypotheses:
-        """Decode a padded batch of source ids (EOS included; ``src_lengths`` without EOS)."""
+               with_attention: bool = False, with_scores: bool = True) -> Hypotheses:
+        """Decode a padded batch of source ids (EOS included; ``src_lengths`` without EOS).
+
+        Without ``with_scores`` greedy decoding leaves out the scores' softmax normaliser (the
+        scores are 0); beam search needs them and always computes them.
+        """
         beam = beam or self.cfg.beam_size
         max_lengths = max_output_lengths(tf.constant(src_lengths, tf.int32), self.cfg)
         args = [tf.constant(src, tf.int32), max_lengths]
         if self.shortlist is not None:
             args.append(tf.constant(self.shortlist.targets(src)))
-        tokens, lengths, scores, attention = self._fn(beam, with_attention, self.shortlist is not None)(*args)
+        fn = self._fn(beam, with_attention, self.shortlist is not None, with_scores)
+        tokens, lengths, scores, attention = fn(*args)
         return Hypotheses(tokens.numpy(), lengths.numpy(), scores.numpy(),
                           attention.numpy() if with_attention else None)
 
@@ -309,21 +321,24 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[np.ndarra
 
 
 def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int, beam: int | None = None,
-                  n_best: int = 1, with_attention: bool = False
-                  ) -> list[list[tuple[list[int], float, np.ndarray | None]]]:
+                  n_best: int = 1, with_attention: bool = False, with_scores: bool = True
+                  ) -> list[list[tuple[list[int], float | None, np.ndarray | None]]]:
     """Decode many id sequences (no EOS) in batches sorted by length, ``decoder.parallel_batches``
     at a time; results in input order.
 
     Returns, per sentence, up to ``n_best`` ``(ids without EOS, score, attention [T, S] or None)``;
     the attention rows cover the output tokens and EOS, the columns the source pieces and EOS.
+    Without ``with_scores`` greedy decoding skips the scores' normaliser and the scores are None.
     """
+    with_scores = with_scores or (beam or decoder.cfg.beam_size) > 1
     def decode(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, Hypotheses]:
         lengths = np.array([len(sentences[i]) for i in rows], np.int32)
         src = np.zeros((len(rows), int(lengths.max()) + 1), np.int32)
         for j, i in enumerate(rows):
             src[j, :lengths[j]] = sentences[i]
             src[j, lengths[j]] = EOS_ID
-        return rows, lengths, decoder.decode(src, lengths, beam=beam, with_attention=with_attention)
+        return rows, lengths, decoder.decode(src, lengths, beam=beam, with_attention=with_attention,
+                                             with_scores=with_scores)
 
     results: list = [None] * len(sentences)
     batches = length_sorted_batches([len(s) for s in sentences], batch_size)
@@ -338,6 +353,6 @@ def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int,
                     att = None
                     if hyp.attention is not None:
                         att = hyp.attention[j, n, :len(ids) + 1, :lengths[j] + 1]
-                    out.append((ids, float(hyp.scores[j, n]), att))
+                    out.append((ids, float(hyp.scores[j, n]) if with_scores else None, att))
                 results[i] = out
     return results

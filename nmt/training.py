@@ -433,7 +433,8 @@ class Trainer:
             count += float(n)
         dev_loss = total / max(count, 1.0)
         n_bleu, refs, srcs = len(self.dev_sentences), self.dev_refs, self.dev_srcs
-        results = translate_ids(self.decoder, self.dev_sentences, self.cfg.decoding.batch_size, beam=1)
+        results = translate_ids(self.decoder, self.dev_sentences, self.cfg.decoding.batch_size, beam=1,
+                                with_scores=False)
         hyps = self.tgt_vocab.decode([r[0][0] for r in results])
         score = bleu(hyps, refs)
         return {"dev_loss": dev_loss, "dev_ppl": math.exp(min(dev_loss, 50.0)), "dev_bleu": score,

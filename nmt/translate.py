@@ -28,10 +28,10 @@ class Translation:
 
     source: str
     text: str = ""
-    score: float = 0.0
+    score: float | None = 0.0  #: None where the scores were not asked for (greedy decoding's text output)
     tokens: int = 0
     target_ids: list[int] = field(default_factory=list)
-    n_best: list[tuple[str, float]] = field(default_factory=list)
+    n_best: list[tuple[str, float | None]] = field(default_factory=list)
     source_pieces: list[str] = field(default_factory=list)
     target_pieces: list[str] = field(default_factory=list)
     attention: np.ndarray | None = None
@@ -137,11 +137,15 @@ class Translator:
         self.decoder = Decoder(self.model, self.decoding, shortlist, frozen_weights=True)
 
     def translate(self, lines: list[str], beam: int | None = None, n_best: int = 1,
-                  with_attention: bool = False) -> list[Translation]:
-        """Translate raw lines; empty lines give empty translations without running the model."""
+                  with_attention: bool = False, with_scores: bool = True) -> list[Translation]:
+        """Translate raw lines; empty lines give empty translations without running the model.
+
+        Without ``with_scores`` greedy decoding leaves out the scores' softmax normaliser (faster;
+        the scores are None); beam search computes them anyway.
+        """
         from nmt.decoding import translate_ids
 
-        out = [Translation(source=line) for line in lines]
+        out = [Translation(source=line, score=0.0 if with_scores else None) for line in lines]
         todo = [i for i, line in enumerate(lines) if line.strip()]
         if not todo:
             return out
@@ -153,7 +157,7 @@ class Translator:
                 ids[k] = ids[k][:limit]
                 out[i].truncated = True
         results = translate_ids(self.decoder, ids, self.decoding.batch_size, beam=beam, n_best=n_best,
-                                with_attention=with_attention)
+                                with_attention=with_attention, with_scores=with_scores)
         texts = self.tgt_vocab.decode([h[0] for r in results for h in r])
         pos = 0
         for k, i in enumerate(todo):
@@ -217,7 +221,8 @@ def translate_stream(translator: Translator, source: IO[bytes], sink: IO[str], b
     try:
         for chunk in read_chunks(source, chunk_lines, invalid):
             want_attention = attention_file is not None and stats.lines < attention_max
-            results = translator.translate(chunk, beam=beam, n_best=n_best, with_attention=want_attention)
+            results = translator.translate(chunk, beam=beam, n_best=n_best, with_attention=want_attention,
+                                           with_scores=as_json or n_best > 1)
             lines = []
             for t in results:
                 stats.lines += 1
@@ -255,4 +260,4 @@ def translate_lines(run_dir: str | Path, lines: Iterable[str], checkpoint: str =
                     beam: int | None = None) -> list[str]:
     """Translate an iterable of lines with the model in ``run_dir`` (library convenience)."""
     translator = Translator(run_dir, checkpoint)
-    return [t.text for t in translator.translate(list(lines), beam=beam)]
+    return [t.text for t in translator.translate(list(lines), beam=beam, with_scores=False)]

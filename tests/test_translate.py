@@ -150,8 +150,20 @@ def test_eos_stops_decoding_early(trained_run):
     # decoding.min_length blocks EOS for that many steps, even when EOS is the model's only choice
     at_least_four = Decoder(t.model, dataclasses.replace(t.decoding, min_length=4))
     for beam in (1, 3):
-        hyp = at_least_four.decode(src, np.array([3]), beam=beam)
-        assert hyp.lengths[0, 0] == 5 and hyp.tokens[0, 0, 4] == EOS_ID and EOS_ID not in hyp.tokens[0, 0, :4]
+        for with_scores in (True, False):
+            hyp = at_least_four.decode(src, np.array([3]), beam=beam, with_scores=with_scores)
+            assert hyp.lengths[0, 0] == 5 and hyp.tokens[0, 0, 4] == EOS_ID and EOS_ID not in hyp.tokens[0, 0, :4]
+
+
+def test_greedy_without_scores_gives_the_same_translations(translator):
+    """with_scores=False (nmt translate's text output, eval, validation) skips greedy decoding's softmax
+    normaliser: the same tokens, scores None; beam search scores anyway."""
+    scored, unscored = translator.translate(SENTENCES + [""]), translator.translate(SENTENCES + [""], with_scores=False)
+    assert [t.target_ids for t in unscored] == [t.target_ids for t in scored] and unscored[-1].text == ""
+    assert all(t.score is None for t in unscored) and all(isinstance(t.score, float) for t in scored)
+    assert all(t.score < 0 for t in scored[:-1])  # sums of log-probabilities
+    beam = translator.translate(SENTENCES, beam=3, with_scores=False)
+    assert all(isinstance(t.score, float) for t in beam)
 
 
 def test_attention_matrix_and_heatmap(trained_run, tmp_path):
