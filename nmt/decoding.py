@@ -33,12 +33,13 @@ _NEG_INF = -1e9
 class Hypotheses:
     """Decoding results of a batch (numpy).
 
-    ``tokens`` [B, N, T], ``lengths`` and ``scores`` [B, N], ``attention`` [B, N, T, S] or None.
+    ``tokens`` [B, N, T], ``lengths`` and ``scores`` [B, N] (None: not computed), ``attention``
+    [B, N, T, S] or None.
     """
 
     tokens: np.ndarray
     lengths: np.ndarray
-    scores: np.ndarray
+    scores: np.ndarray | None
     attention: np.ndarray | None
 
 
@@ -81,12 +82,11 @@ def max_output_lengths(src_lengths: tf.Tensor, cfg: DecodingConfig) -> tf.Tensor
 
 def _block_eos_before(t: tf.Tensor, min_length: int, scores: tf.Tensor) -> tf.Tensor:
     """``scores`` (logits or log-probabilities) [..., V] with EOS at -inf while ``t < min_length``
-    (unchanged when it is 0)."""
+    (unchanged when it is 0): one [V] row (-inf at EOS, then zeros) added, a single pass over ``scores``."""
     if min_length <= 0:
         return scores
-    vocab = tf.shape(scores)[-1]
-    block = tf.one_hot(EOS_ID, vocab, on_value=_NEG_INF, off_value=0.0)
-    return tf.where(t < min_length, scores + block, scores)
+    block = tf.one_hot(EOS_ID, tf.shape(scores)[-1], on_value=_NEG_INF, off_value=0.0)
+    return scores + tf.where(t < min_length, block, 0.0)
 
 
 def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
@@ -117,16 +117,13 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     attn = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
     by_column = model.projection.weights_by_column(targets)
     step_weights = frozen and frozen.step
-    # -inf at EOS, added to a step's logits while t < min_length: one [V] row, one pass over [B, V]
-    eos_block = tf.one_hot(EOS_ID, tf.shape(by_column)[1], on_value=_NEG_INF, off_value=0.0)
 
     def body(t, y, state, finished, lengths, scores, tokens, attn):
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, step_weights)
         logits = model.logits(hidden, by_column, targets)
         # The arg max of the logits is that of the log-probabilities: no log-softmax over [B, V],
         # only its normaliser for the scores, if asked for. (In a shortlist EOS keeps its id as its column.)
-        blocked = logits if min_length <= 0 else logits + tf.where(t < min_length, eos_block, 0.0)
-        column = tf.argmax(blocked, -1, output_type=tf.int32)
+        column = tf.argmax(_block_eos_before(t, min_length, logits), -1, output_type=tf.int32)
         # The last allowed step emits EOS so every output ends properly.
         column = tf.where(t + 1 >= max_lengths, EOS_ID, column)
         y_new = column if targets is None else tf.gather(targets, column)
@@ -264,7 +261,7 @@ class Decoder:
         self.parallel_batches = thread_plan(cfg, available_cores(), gru.cudnn_available())[0]
 
     def _fn(self, beam: int, with_attention: bool, shortlisted: bool, with_scores: bool) -> Callable:
-        key = (beam, with_attention, shortlisted, with_scores or beam > 1)  # beam search always scores
+        key = (beam, with_attention, shortlisted, with_scores)
         with self._trace_lock:  # traced by one thread; the batches decoded at once share the trace
             if key not in self._fns:
                 self._fns[key] = self._compile(*key)
@@ -294,16 +291,16 @@ class Decoder:
         """Decode a padded batch of source ids (EOS included; ``src_lengths`` without EOS).
 
         Without ``with_scores`` greedy decoding leaves out the scores' softmax normaliser (the
-        scores are 0); beam search needs them and always computes them.
+        scores are None); beam search needs them and always computes them.
         """
         beam = beam or self.cfg.beam_size
         max_lengths = max_output_lengths(tf.constant(src_lengths, tf.int32), self.cfg)
         args = [tf.constant(src, tf.int32), max_lengths]
         if self.shortlist is not None:
             args.append(tf.constant(self.shortlist.targets(src)))
-        fn = self._fn(beam, with_attention, self.shortlist is not None, with_scores)
-        tokens, lengths, scores, attention = fn(*args)
-        return Hypotheses(tokens.numpy(), lengths.numpy(), scores.numpy(),
+        scored = with_scores or beam > 1  # beam search always scores
+        tokens, lengths, scores, attention = self._fn(beam, with_attention, self.shortlist is not None, scored)(*args)
+        return Hypotheses(tokens.numpy(), lengths.numpy(), scores.numpy() if scored else None,
                           attention.numpy() if with_attention else None)
 
 
@@ -330,7 +327,6 @@ def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int,
     the attention rows cover the output tokens and EOS, the columns the source pieces and EOS.
     Without ``with_scores`` greedy decoding skips the scores' normaliser and the scores are None.
     """
-    with_scores = with_scores or (beam or decoder.cfg.beam_size) > 1
     def decode(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, Hypotheses]:
         lengths = np.array([len(sentences[i]) for i in rows], np.int32)
         src = np.zeros((len(rows), int(lengths.max()) + 1), np.int32)
@@ -353,6 +349,6 @@ def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int,
                     att = None
                     if hyp.attention is not None:
                         att = hyp.attention[j, n, :len(ids) + 1, :lengths[j] + 1]
-                    out.append((ids, float(hyp.scores[j, n]) if with_scores else None, att))
+                    out.append((ids, None if hyp.scores is None else float(hyp.scores[j, n]), att))
                 results[i] = out
     return results
