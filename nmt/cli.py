@@ -71,8 +71,10 @@ def import_tensorflow() -> None:
     """Import TensorFlow once, hiding the C++ start-up noise (missing CUDA drivers on CPU hosts)."""
     if "tensorflow" in sys.modules:
         return
+    from nmt.sysinfo import tensorflow_environment
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    tensorflow_environment()
     if _debug():
         import tensorflow  # noqa: F401
         return

@@ -56,12 +56,13 @@ def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any, int]:
     Returns ``(device description, strategy, parts per batch)`` (:func:`training_thread_plan`).
     Must run before TensorFlow creates its first op (it configures the runtime).
     """
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    from nmt.sysinfo import available_cores, machine, set_cpu_threads, tensorflow_environment
+
+    tensorflow_environment()
     import keras
     import tensorflow as tf
 
     from nmt.distribute import make_strategy
-    from nmt.sysinfo import available_cores, machine, set_cpu_threads
 
     t = cfg.training
     physical = tf.config.list_physical_devices("GPU")  # (listing the logical ones would start the runtime)

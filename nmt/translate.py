@@ -102,6 +102,9 @@ class Translator:
 
     def __init__(self, run_dir: str | Path, checkpoint: str = "best", decoding: DecodingConfig | None = None,
                  **decoding_overrides: Any) -> None:
+        from nmt.sysinfo import tensorflow_environment
+
+        tensorflow_environment()  # before TensorFlow makes its CPU device (a no-op once it has)
         import tensorflow as tf
 
         from nmt.checkpoints import restore

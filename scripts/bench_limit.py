@@ -49,7 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from nmt.sysinfo import tensorflow_environment  # noqa: E402
+
+tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,8 +23,10 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nmt.sysinfo import tensorflow_environment  # noqa: E402
+
+tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
 
 
 def one_hot_loss(logits, labels, label_smoothing: float = 0.0):

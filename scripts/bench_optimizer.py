@@ -27,7 +27,9 @@ from bench_limit import time_steps  # noqa: E402
 from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from nmt.sysinfo import tensorflow_environment  # noqa: E402
+
+tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
 
 ROOT = Path(__file__).resolve().parent.parent
 

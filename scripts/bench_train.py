@@ -38,7 +38,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from nmt.sysinfo import tensorflow_environment  # noqa: E402
+
+tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
 
 import sys  # noqa: E402
 

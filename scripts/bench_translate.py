@@ -17,7 +17,9 @@ source pieces); its outputs are compared with ``nmt translate``'s.
 Then the input table's rows: the same decoding with and without the decoder's input projections made
 once at load (``Decoder(frozen_weights=True)``), alternated in one process. The shortlist rows decode
 over the run's lexical shortlist (``decoding.shortlist``), alternated with the whole vocabulary in
-the same process; the bfloat16 rows decode with ``decoding.precision: bfloat16`` (the whole
+the same process; the "without scores" rows decode greedily without the scores' softmax normaliser
+(``translate(with_scores=False)``, what ``nmt translate`` does for text output) against with it, the
+same decoder alternated in one process; the bfloat16 rows decode with ``decoding.precision: bfloat16`` (the whole
 vocabulary, then the shortlist), alternated with float32. ``--ref`` adds BLEU of both sides.
 """
 
@@ -31,7 +33,9 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from nmt.sysinfo import tensorflow_environment  # noqa: E402
+
+tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -153,6 +157,7 @@ def main() -> None:
         listed = Translator(run_dir, shortlist=True, shortlist_per_source=args.shortlist_per_source,
                             shortlist_frequent=args.shortlist_frequent)
         bench_shortlist(translator, listed, lines, args, common)
+    bench_scores(translator, listed, lines, args, common)
     bench_precision(translator, listed, lines, args, common)
 
 
@@ -180,17 +185,20 @@ def bleu_of(outputs: dict, args) -> dict:
     return {f"{name}_bleu": round(sacrebleu.corpus_bleu(out, [refs]).score, 2) for name, out in outputs.items()}
 
 
-def alternated(translators: dict, lines: list[str], beam: int, repeats: int) -> tuple[dict, dict]:
+def alternated(translators: dict, lines: list[str], beam: int, repeats: int,
+               options: dict | None = None) -> tuple[dict, dict]:
     """Translate ``lines`` with each translator in turn, ``repeats`` times over (traced first):
-    ``({name: median seconds}, {name: output texts})``."""
+    ``({name: median seconds}, {name: output texts})``. ``options`` ``{name: keyword arguments}``
+    are passed to that name's ``translate`` calls."""
+    options = options or {}
     times: dict = {name: [] for name in translators}
     outputs: dict = {}
-    for tr in translators.values():
-        tr.translate(lines[:64], beam=beam)
+    for name, tr in translators.items():
+        tr.translate(lines[:64], beam=beam, **options.get(name, {}))
     for _ in range(repeats):
         for name, tr in translators.items():
             start = time.perf_counter()
-            outputs[name] = [t.text for t in tr.translate(lines, beam=beam)]
+            outputs[name] = [t.text for t in tr.translate(lines, beam=beam, **options.get(name, {}))]
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}, outputs
 
@@ -227,6 +235,23 @@ def bench_input_table(translator, lines: list[str], args, common: dict) -> None:
                           "speedup_vs_without_table": round(secs["plain"] / secs["table"], 3),
                           "outputs_equal_without_table":
                               f"{sum(a == b for a, b in zip(outs['table'], outs['plain']))}/{len(lines)}"}), flush=True)
+
+
+def bench_scores(full, listed, lines: list[str], args, common: dict) -> None:
+    """Greedy decoding without the scores (what ``nmt translate`` does for text output, ``nmt eval``
+    and validation BLEU) against with them (``--json``, ``--n-best`` and the library's default): the
+    same decoder alternated in one process, over the whole vocabulary and the shortlist if ``listed``."""
+    for name, tr in (("", full), (", shortlist", listed)):
+        if tr is None:
+            continue
+        secs, outs = alternated({"scores": tr, "no_scores": tr}, lines, 1, args.repeats,
+                                {"scores": {"with_scores": True}, "no_scores": {"with_scores": False}})
+        same = sum(a == b for a, b in zip(outs["no_scores"], outs["scores"]))
+        print(json.dumps({**common, "method": f"nmt greedy{name}, without scores",
+                          "sentences_per_second": round(len(lines) / secs["no_scores"], 1),
+                          "with_scores_sentences_per_second": round(len(lines) / secs["scores"], 1),
+                          "speedup_vs_with_scores": round(secs["scores"] / secs["no_scores"], 3),
+                          "outputs_equal_to_with_scores": f"{same}/{len(lines)}"}), flush=True)
 
 
 def bench_precision(full, listed, lines: list[str], args, common: dict) -> None:

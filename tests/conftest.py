@@ -14,7 +14,9 @@ import yaml
 from click.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+from nmt.sysinfo import tensorflow_environment  # noqa: E402
+
+tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "fra-eng-sample.tsv.gz"

@@ -29,6 +29,27 @@ def test_usage_errors_exit_2():
     assert "Traceback" not in r.output
 
 
+def test_tensorflow_settings_fill_only_what_the_user_left_unset(monkeypatch):
+    """The CLI, ``Translator`` and training call ``tensorflow_environment`` before TensorFlow starts
+    (conftest does too): here TensorFlow's CPU pool takes even a small tensor, which oneDNN's default
+    allocator would leave to malloc (untracked), and a value the user set is kept."""
+    import os
+
+    import tensorflow as tf
+
+    from nmt.sysinfo import tensorflow_environment
+
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    small = tf.ones([100]) * 2.0  # 400 bytes
+    assert tf.config.experimental.get_memory_info("CPU:0")["current"] >= before + small.numpy().nbytes
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "TF_CPU_ALLOCATOR_USE_BFC", "TF_CPU_BFC_MEM_LIMIT_IN_MB"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TF_CPU_ALLOCATOR_USE_BFC", "0")
+    tensorflow_environment()
+    assert os.environ["TF_CPU_ALLOCATOR_USE_BFC"] == "0" and os.environ["TF_ENABLE_ONEDNN_OPTS"] == "1"
+    assert int(os.environ["TF_CPU_BFC_MEM_LIMIT_IN_MB"]) >= 1024  # the machine's memory
+
+
 def one_line_error(r, code: int, fragment: str) -> None:
     assert r.exit_code == code, r.output
     err = r.stderr.strip()

@@ -108,7 +108,11 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         assert [r["method"] for r in bf16] == ["nmt greedy, bfloat16", "nmt beam 5, bfloat16",
                                                "nmt greedy, shortlist, bfloat16", "nmt beam 5, shortlist, bfloat16"]
         assert all(r["speedup_vs_float32"] > 0 and int(r["outputs_equal_to_float32"].split("/")[0]) > 0 for r in bf16)
-        exported = [r for r in rows[3:] if r not in listed and r not in tabled and r not in bf16]
+        unscored = [r for r in rows if r["method"].endswith("without scores")]  # the same tokens, scores or not
+        assert [r["method"] for r in unscored] == ["nmt greedy, without scores",
+                                                   "nmt greedy, shortlist, without scores"]
+        assert all(r["outputs_equal_to_with_scores"] == "100/100" and r["speedup_vs_with_scores"] > 0 for r in unscored)
+        exported = [r for r in rows[3:] if r not in listed + tabled + bf16 + unscored]
         if exported[0].get("skipped"):
             pytest.skip("tensorflow-text is not installed")
         assert len(exported) == 4 and all(r["sentences_per_second"] > 0 for r in exported)
