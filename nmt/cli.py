@@ -73,8 +73,7 @@ def import_tensorflow() -> None:
         return
     from nmt.sysinfo import tensorflow_environment
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    tensorflow_environment()
+    tensorflow_environment(quiet=True)
     if _debug():
         import tensorflow  # noqa: F401
         return

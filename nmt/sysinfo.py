@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 
-def tensorflow_environment() -> None:
+def tensorflow_environment(quiet: bool = False) -> None:
     """Set nmt's defaults for TensorFlow's process-wide settings, unless the user set them: call
     before TensorFlow is imported (it reads them once, at import or when it makes its CPU device).
+    ``quiet`` (the CLI, the scripts, the tests) also hides TensorFlow's C++ start-up log
+    (``TF_CPP_MIN_LOG_LEVEL=3``); the library leaves the user's logging alone.
 
     - ``TF_ENABLE_ONEDNN_OPTS=1``: oneDNN's kernels on CPUs (TensorFlow's default on x86 Linux).
     - ``TF_CPU_ALLOCATOR_USE_BFC=1``: every host tensor from one best-fit-with-coalescing pool
@@ -24,6 +26,8 @@ def tensorflow_environment() -> None:
     - ``TF_CPU_BFC_MEM_LIMIT_IN_MB``: that pool's ceiling, the machine's memory (TensorFlow's own
       default is 64 GiB, a limit of its own below what a larger machine could give).
     """
+    if quiet:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "1")
     try:

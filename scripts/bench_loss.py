@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from nmt.sysinfo import tensorflow_environment  # noqa: E402
+from nmt.sysinfo import tensorflow_environment
 
-tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
+tensorflow_environment(quiet=True)  # as the CLI sets TensorFlow up
 
 
 def one_hot_loss(logits, labels, label_smoothing: float = 0.0):

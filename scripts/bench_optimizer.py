@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -26,10 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_limit import time_steps  # noqa: E402
 from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from nmt.sysinfo import tensorflow_environment  # noqa: E402
+from nmt.sysinfo import tensorflow_environment
 
-tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
+tensorflow_environment(quiet=True)  # as the CLI sets TensorFlow up
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -30,17 +30,15 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from nmt.sysinfo import tensorflow_environment  # noqa: E402
+from nmt.sysinfo import tensorflow_environment
 
-tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
+tensorflow_environment(quiet=True)  # as the CLI sets TensorFlow up
 
 import sys  # noqa: E402
 

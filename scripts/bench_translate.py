@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from nmt.sysinfo import tensorflow_environment  # noqa: E402
+from nmt.sysinfo import tensorflow_environment
 
-tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
+tensorflow_environment(quiet=True)  # as the CLI sets TensorFlow up
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,17 +6,15 @@ Everything runs in-process (Click's CliRunner), so TensorFlow is imported once p
 from __future__ import annotations
 
 import gzip
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-from nmt.sysinfo import tensorflow_environment  # noqa: E402
+from nmt.sysinfo import tensorflow_environment
 
-tensorflow_environment()  # oneDNN and the CPU memory pool, as the CLI sets them
+tensorflow_environment(quiet=True)  # as the CLI sets TensorFlow up
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "fra-eng-sample.tsv.gz"
