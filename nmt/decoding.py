@@ -53,6 +53,7 @@ class FrozenWeights:
 
     step: dict[str, tf.Tensor]  #: the decoder's ``step_weights(kernel dtype)``
     encoder: dict | None  #: the encoder's ``frozen_weights(kernel dtype)``; None: its variables
+    projection: tf.Tensor | None = None  #: the output projection's rows [vocab, hidden]; None: its variable
 
 
 def freeze_weights(model: Seq2Seq, precision: str = "float32") -> FrozenWeights:
@@ -60,18 +61,18 @@ def freeze_weights(model: Seq2Seq, precision: str = "float32") -> FrozenWeights:
 
     The decoder's input projection of every target id is made once ([vocab, 3 x decoder units]
     floats, 49 MB for 8k ids and 512 units; none above ``INPUT_TABLE_MAX_BYTES``) and each step
-    gathers its rows. With ``precision`` ``"bfloat16"`` the step's matmul kernels and the encoder
-    GRUs' kernels are bfloat16 copies: their products run at the CPU's bfloat16 speed (AVX-512
-    BF16, AMX) while the gates, attention scores and softmax stay float32 (see
-    :meth:`nmt.model.decoder.PostAttentionDecoder.step_weights`). The output projection stays
-    float32: in bfloat16 it made decoding slower (measured with 4 batches at once on 2 cores).
+    gathers its rows. With ``precision`` ``"bfloat16"`` the step's matmul kernels, the encoder
+    GRUs' kernels and the output projection are bfloat16 copies: their products run at the CPU's
+    bfloat16 speed (AVX-512 BF16, AMX) while the gates, attention scores, logits and softmax stay
+    float32 (see :meth:`nmt.model.decoder.PostAttentionDecoder.step_weights`).
     """
     dtype = tf.as_dtype(precision)
     table_bytes = 4 * model.decoder.vocab_size * 3 * model.decoder.units
     step = model.decoder.step_weights(dtype, with_input_table=table_bytes <= INPUT_TABLE_MAX_BYTES)
     if dtype == tf.float32:
         return FrozenWeights(step, None)
-    return FrozenWeights(step, model.encoder.frozen_weights(dtype))
+    return FrozenWeights(step, model.encoder.frozen_weights(dtype),
+                         tf.cast(model.projection.weights_by_row(), dtype))
 
 
 def max_output_lengths(src_lengths: tf.Tensor, cfg: DecodingConfig) -> tf.Tensor:
@@ -115,7 +116,7 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     scores = tf.zeros([batch], tf.float32)
     tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
     attn = tf.TensorArray(tf.float32, size=0, dynamic_size=True, element_shape=[None, None])
-    by_column = model.projection.weights_by_column(targets)
+    by_column = model.projection.weights_by_column(targets, frozen and frozen.projection)
     step_weights = frozen and frozen.step
 
     def body(t, y, state, finished, lengths, scores, tokens, attn):
@@ -179,7 +180,7 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     seqs = tf.zeros([batch, k, 0], tf.int32)
     attn = tf.zeros([batch, k, 0, src_len], tf.float32)
     y = tf.fill([batch * k], BOS_ID)
-    by_column = model.projection.weights_by_column(targets)
+    by_column = model.projection.weights_by_column(targets, frozen and frozen.projection)
     step_weights = frozen and frozen.step
     vocab = by_column.shape[1] or tf.shape(by_column)[1]  # the whole vocabulary or the shortlist's size
     # Log-probabilities that keep a finished hypothesis as it is: 0 for PAD, -inf elsewhere.

@@ -51,6 +51,17 @@ def invoke(*args: str, input: str | bytes | None = None):
     return CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
 
 
+def graph_ops(fn, *args, kind: str = "MatMul", dtype_attr: str = "T") -> list[tuple[str, str, str]]:
+    """``(function, op name, dtype)`` of the ops of ``kind`` in a ``tf.function``'s graph for ``args``, its
+    loops' functions included (``function`` is ``"main"`` outside them)."""
+    import tensorflow as tf
+
+    graph = fn.get_concrete_function(*args).graph.as_graph_def()
+    return [(name, n.name, tf.as_dtype(n.attr[dtype_attr].type).name)
+            for name, nodes in [("main", graph.node)] + [(f.signature.name, f.node_def) for f in graph.library.function]
+            for n in nodes if kind in n.op]
+
+
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
     """A directory with ``tiny.tsv``: the first 800 pairs of the bundled sample."""

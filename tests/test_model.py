@@ -16,6 +16,7 @@ from nmt.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
 from nmt.model import BahdanauAttention, build_model, gru
 from nmt.model.ops import matmul_precision
 from nmt.optimizers import FusedAdam, LazyAdam
+from tests.conftest import graph_ops
 
 MASK = tf.constant([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 0, 0, 0, 0]]) > 0
 
@@ -123,14 +124,6 @@ def test_cpu_loops_equal_keras_and_autodiff_in_outputs_and_gradients(placement, 
                                tf.where(mask[:, :6, None], memory_ref, 0.0).numpy(), atol=1e-6)
 
 
-def _ops(fn, *args, kind: str = "MatMul", dtype_attr: str = "T") -> list[tuple[str, str, str]]:
-    """``(function, op name, dtype)`` of the ops of ``kind`` in ``fn``'s graph, its loops' functions included."""
-    graph = fn.get_concrete_function(*args).graph.as_graph_def()
-    return [(name, n.name, tf.as_dtype(n.attr[dtype_attr].type).name)
-            for name, nodes in [("main", graph.node)] + [(f.signature.name, f.node_def) for f in graph.library.function]
-            for n in nodes if kind in n.op]
-
-
 def test_bfloat16_matmuls_reach_every_weight_and_gradients_stay_float32():
     """training.precision bfloat16: inside ops.matmul_precision every product with a weight, forward
     and backward, runs in bfloat16, the GRU loops' included (their kernels cast once, outside the
@@ -160,8 +153,8 @@ def test_bfloat16_matmuls_reach_every_weight_and_gradients_stay_float32():
     exact, narrow = make(None), make("bfloat16")
     loss32, grads32 = exact(src, tgt)
     loss16, grads16 = narrow(src, tgt)
-    assert [m for m in _ops(exact, src, tgt) if m[2] != "float32"] == []
-    matmuls = _ops(narrow, src, tgt)
+    assert [m for m in graph_ops(exact, src, tgt) if m[2] != "float32"] == []
+    matmuls = graph_ops(narrow, src, tgt)
     assert {m[1] for m in matmuls if m[2] == "float32"} == {  # the scores' [.., U] x [U, 1] and the context
         "decoder_1/attention_1/MatMul", "decoder_1/attention_1/MatMul_1", "gradient_tape/decoder_1/attention_1/"
         "MatMul/MatMul", "gradient_tape/decoder_1/attention_1/MatMul/MatMul_1", "gradient_tape/decoder_1/"
@@ -170,7 +163,7 @@ def test_bfloat16_matmuls_reach_every_weight_and_gradients_stay_float32():
     loops = {m[0] for m in matmuls if m[0] != "main" and m[2] == "bfloat16"}
     assert len(loops) == 6
     # one cast to bfloat16 per loop step (the state or its gradient): the kernel was cast before the loop
-    casts = [c[0] for c in _ops(narrow, src, tgt, kind="Cast", dtype_attr="DstT") if c[2] == "bfloat16"]
+    casts = [c[0] for c in graph_ops(narrow, src, tgt, kind="Cast", dtype_attr="DstT") if c[2] == "bfloat16"]
     assert sorted(c for c in casts if c in loops) == sorted(loops)
     assert sum(m[2] == "bfloat16" for m in matmuls if m[0] == "main") >= 20
     assert abs(float(loss16) - float(loss32)) < 1e-3 * abs(float(loss32))

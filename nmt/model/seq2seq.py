@@ -37,14 +37,15 @@ class OutputProjection(keras.layers.Layer):
         """The projection as a [vocab, hidden] matrix (rows are gathered by the sampled loss)."""
         return self.tied_embedding.embeddings if self.tied_embedding is not None else self.kernel
 
-    def weights_by_column(self, targets: tf.Tensor | None = None) -> tf.Tensor:
+    def weights_by_column(self, targets: tf.Tensor | None = None, rows: tf.Tensor | None = None) -> tf.Tensor:
         """The projection as a [hidden, vocab] matrix: a transpose made once per decoded batch.
 
         A decoding step multiplies only a few rows ([B, H]); there ``matmul(transpose_b=True)``
         on the [vocab, hidden] kernel measured 2.3x slower than a plain matmul on this copy.
         ``targets`` (ids [C]) keeps those columns only, in that order: a shortlist's [hidden, C].
+        ``rows`` is a copy of :meth:`weights_by_row` to read instead (a loaded model's bfloat16 copy).
         """
-        rows = self.weights_by_row()
+        rows = self.weights_by_row() if rows is None else rows
         return tf.transpose(rows if targets is None else gather_rows(rows, targets))
 
     def call(self, hidden: tf.Tensor, by_column: tf.Tensor | None = None,
@@ -52,14 +53,16 @@ class OutputProjection(keras.layers.Layer):
         """Logits [..., V] in float32; ``by_column`` is :meth:`weights_by_column`, if made already.
 
         With ``targets`` (ids [C]; ``by_column`` made with the same ids) the logits [..., C] of
-        those targets only.
+        those targets only. A bfloat16 ``by_column`` (a loaded model's copy) multiplies in bfloat16;
+        call this method directly then, not the layer: Keras' ``Layer.__call__`` casts every
+        floating tensor argument to the layer's dtype, float32, at every call.
         """
         if by_column is None and targets is not None:
             by_column = self.weights_by_column(targets)
         if by_column is None:
             logits = matmul_last(hidden, tf.cast(self.weights_by_row(), hidden.dtype), transpose_b=True)
-        else:
-            logits = matmul_last(hidden, tf.cast(by_column, hidden.dtype))
+        else:  # in the narrower dtype of the two (float16 activations, bfloat16 copies; ops.matmul)
+            logits = matmul_last(hidden, by_column)
         bias = self.bias if targets is None else gather_rows(self.bias, targets)
         return tf.cast(logits, tf.float32) + tf.cast(bias, tf.float32)  # autocast makes the bias 16-bit
 
@@ -98,7 +101,10 @@ class Seq2Seq(keras.Model):
                ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """``(memory, keys, mask, initial decoder state)`` for source ids [B, S]; ``frozen_encoder``
         is the encoder's :meth:`~nmt.model.encoder.Encoder.frozen_weights`, if made."""
-        memory, mask, state = self.encoder(src, training=training, frozen=frozen_encoder)
+        if frozen_encoder:  # not through Layer.__call__, which would cast the bfloat16 copies back to float32
+            memory, mask, state = self.encoder.call(src, frozen=frozen_encoder)
+        else:
+            memory, mask, state = self.encoder(src, training=training)
         return memory, self.decoder.attention.keys(memory), mask, state
 
     def call(self, inputs: tuple[tf.Tensor, tf.Tensor], training: bool = False) -> tf.Tensor:
@@ -121,6 +127,8 @@ class Seq2Seq(keras.Model):
                targets: tf.Tensor | None = None) -> tf.Tensor:
         """Logits (float32) of attentional hidden states over the whole vocabulary, or over the
         ``targets`` ids of a shortlist (see :class:`OutputProjection`)."""
+        if by_column is not None:  # maybe a bfloat16 copy: not through Layer.__call__ (OutputProjection.call)
+            return self.projection.call(hidden, by_column, targets)
         return self.projection(hidden, by_column, targets)
 
     def get_config(self) -> dict:
