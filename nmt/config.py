@@ -174,7 +174,7 @@ class DecodingConfig:
     precision: Literal["float32", "bfloat16"] = _opt(
         "float32", "matmuls of a loaded model's decoding (translate, eval): bfloat16 copies of the weights, made "
                    "once, multiply at the CPU's bfloat16 speed (AVX-512 BF16 or AMX; faster, outputs may differ); "
-                   "gates, attention scores and softmax stay float32, and so does validation during training")
+                   "gates, attention scores, logits and softmax stay float32, and so does validation during training")
 
 
 @dataclass(frozen=True)
