@@ -100,7 +100,8 @@ class Seq2Seq(keras.Model):
     def encode(self, src: tf.Tensor, training: bool = False, frozen_encoder: dict | None = None
                ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
         """``(memory, keys, mask, initial decoder state)`` for source ids [B, S]; ``frozen_encoder``
-        is the encoder's :meth:`~nmt.model.encoder.Encoder.frozen_weights`, if made."""
+        is the encoder's :meth:`~nmt.model.encoder.Encoder.frozen_weights`, if made (decoding a loaded
+        model: the encoder's ``call`` runs without dropout, not through ``Layer.__call__``)."""
         if frozen_encoder:  # not through Layer.__call__, which would cast the bfloat16 copies back to float32
             memory, mask, state = self.encoder.call(src, frozen=frozen_encoder)
         else:
