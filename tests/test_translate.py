@@ -13,9 +13,10 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nmt.dataset import pad_batch
 from nmt.decoding import Decoder, beam_search, greedy_decode, max_output_lengths, thread_plan, translate_ids
 from nmt.translate import Translator, translate_stream
-from nmt.vocab import EOS_ID
+from nmt.vocab import BOS_ID, EOS_ID
 from tests.conftest import graph_ops, invoke
 
 SENTENCES = ["I am hungry.", "Where is the big red car that we saw yesterday?", "Thanks.", "He is my friend."]
@@ -87,6 +88,13 @@ def test_batches_decoded_at_once_give_the_same_translations_in_input_order(train
         assert r.exit_code == 2 and r.stdout == "" and f"Invalid value for '{option}'" in r.stderr
 
 
+def _padded(sentences: list[list[int]], prefix: int | None = None, suffix: int | None = None) -> tf.Tensor:
+    """Id lists as one padded batch, through the data pipeline's :func:`nmt.dataset.pad_batch`."""
+    offsets = np.cumsum([0] + [len(s) for s in sentences])
+    width = max(map(len, sentences)) + (prefix is not None) + (suffix is not None)
+    return tf.constant(pad_batch(np.concatenate(sentences), offsets, np.arange(len(sentences)), width, prefix, suffix))
+
+
 def test_bfloat16_decoding_multiplies_bfloat16_copies_and_translates_like_float32(trained_run, translator):
     """decoding.precision bfloat16: the step's, the encoder GRUs' and the output projection's kernels are
     bfloat16 copies made at load, and the compiled decoders multiply them in bfloat16 (Keras' layer calls
@@ -115,10 +123,8 @@ def test_bfloat16_decoding_multiplies_bfloat16_copies_and_translates_like_float3
             float32_graph = graph_ops(translator.decoder._fn(beam, False, shortlisted, True))
             assert len(float32_graph) == len(matmuls) and {m[2] for m in float32_graph} == {"float32"}
     # the log-probabilities of float32's translations, step by step, from the copies and from the variables
-    ids = [s + [EOS_ID] for s in bf16.src_vocab.encode(SENTENCES)]
-    src = tf.constant([s + [0] * (max(map(len, ids)) - len(s)) for s in ids])
-    tgt = [[2] + t.target_ids for t in translator.translate(SENTENCES)]
-    tgt = tf.constant([t + [0] * (max(map(len, tgt)) - len(t)) for t in tgt])
+    src = _padded(bf16.src_vocab.encode(SENTENCES), suffix=EOS_ID)
+    tgt = _padded([t.target_ids for t in translator.translate(SENTENCES)], prefix=BOS_ID)
     log_probs = {}
     for name, weights in (("bfloat16", frozen), ("float32", None)):
         memory, keys, mask, state = bf16.model.encode(src, frozen_encoder=weights and weights.encoder)
