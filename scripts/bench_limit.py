@@ -240,6 +240,8 @@ def main() -> None:
     parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
                         help="training.precision of the step; bfloat16 also measures the bfloat16 matmul peak")
     parser.add_argument("--optimizer", choices=["adam", "lazy_adam"], default="adam", help="training.optimizer")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="model.dropout of the step (0: none; the recipes and bench_peers.py train with 0.2-0.4)")
     args = parser.parse_args()
     import numpy as np
     import tensorflow as tf
@@ -269,7 +271,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     prep = prepared_dir(work, 500 if args.quick else 8000, args.quick)
     model = TINY_MODEL if args.quick else {}
-    cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**model, "dropout": 0.0},
+    cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**model, "dropout": args.dropout},
                             "training": {"run_dir": str(work / "run_limit"), "num_sampled": args.num_sampled,
                                          "max_steps": 1, "parallel_parts": parts, "precision": args.precision,
                                          "optimizer": args.optimizer}})
@@ -291,7 +293,8 @@ def main() -> None:
     padded = sum(int(np.prod(b[2].shape)) for b in measured)
     steps = len(measured)
     print(json.dumps({"bench": "train_step_flops", "vocab": vocab, "loss": "sampled" if sampled else "full",
-                      "num_sampled": sampled, "precision": args.precision, "optimizer": args.optimizer, "steps": steps,
+                      "num_sampled": sampled, "precision": args.precision, "optimizer": args.optimizer,
+                      "dropout": args.dropout, "steps": steps,
                       "target_tokens_per_second": round(tokens / seconds),
                       "padding_share": round(1 - tokens / padded, 3), "gflop_per_step": round(flops / steps / 1e9, 2),
                       "achieved_gflops": round(achieved, 1), "matmul_peak_gflops": round(peak, 1),
@@ -319,7 +322,8 @@ def main() -> None:
         rows, totals = profile_steps(trainer._train_step, profiled, work / "profile_limit")
         loss = "sampled" if sampled else "full"
         for row in [profile_summary(totals, statistics.median(passes), gflop, peak), *rows]:
-            print(json.dumps({**row, "loss": loss, "precision": args.precision, "optimizer": args.optimizer, **info}),
+            print(json.dumps({**row, "loss": loss, "precision": args.precision, "optimizer": args.optimizer,
+                              "dropout": args.dropout, **info}),
                   flush=True)
 
 

@@ -24,7 +24,7 @@ Each repeat trains every toolkit in turn (alternated, so machine noise falls on 
 ``--warmup + --steps`` steps and reads the toolkit's own tokens/s log lines after the warm-up
 (JoeyNMT "Tokens per Sec", OpenNMT-tf "tokens/s (... target)", nmt metrics.jsonl), all counting target
 tokens with EOS. After training, each toolkit greedy-decodes test2016 (1,000 sentences, --decode-copies
-times over in one input, batches of
+times over in one input, 2 by default, batches of
 64) with the checkpoint it just wrote, made to run exactly 30 decoder steps per sentence (minimum
 = maximum output length: JoeyNMT min/max_output_length 30, OpenNMT-tf minimum/maximum_decoding_length
 30, nmt decoding.min_length 29 + EOS), so that young models that stop early or never stop do the
@@ -430,8 +430,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--decode-repeats", type=int, default=3,
                         help="alternated (test2016, one line) decoding pairs per toolkit and repeat; medians")
-    parser.add_argument("--decode-copies", type=int, default=1,
-                        help="decode test2016 this many times over in one run (longer runs: steadier times)")
+    parser.add_argument("--decode-copies", type=int, default=2,
+                        help="decode test2016 this many times over in one run (longer runs: steadier times; "
+                             "with 1, nmt's 1-3 s of decoding is within the noise of two process start-ups)")
     parser.add_argument("--toolkits", nargs="+", default=["nmt", "nmt-bf16", "nmt-feed", "nmt-full", "joeynmt",
                                                                  "opennmt-tf"],
                         choices=["nmt", "nmt-bf16", "nmt-lazy", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf"])

@@ -41,10 +41,17 @@ def main() -> None:
         ax.tick_params(axis="x", labelsize=8, rotation=30)
         plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"same model, data and threads, 2 CPU cores (median of {medians[0]['median_of']})", fontsize=10)
+    machine = next((r["machine"] for r in rows if "machine" in r), {})
+    where = f"{machine.get('cores', '?')} CPU cores"
+    if machine.get("cpu_family_model"):  # family/model/stepping: the same name covers CPUs of 2x different speed
+        family, model = machine["cpu_family_model"].split("/")[:2]
+        where += f", {machine.get('cpu', 'CPU')} family {family} model {model}"
+    where += f", {machine['date']}" if machine.get("date") else ""
+    title = f"same model, data and threads; {where} (median of {medians[0]['median_of']})"
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(args.out, dpi=110)
-    print(json.dumps({"written": args.out, "bars": panels}))
+    print(json.dumps({"written": args.out, "title": title, "bars": panels}))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def test_bench_prepare_quick(capsys, tmp_path):
 
 @pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", []),
                                           ("bench_limit.py", ["--steps", "5", "--profile", "2",
-                                                              "--precision", "bfloat16", "--optimizer", "lazy_adam"]),
+                                                              "--precision", "bfloat16", "--optimizer", "lazy_adam",
+                                                              "--dropout", "0.3"]),
                                           ("bench_train.py", ["--placements", "post", "--parts", "2",
                                                               "--precisions", "float32", "bfloat16",
                                                               "--optimizers", "adam", "lazy_adam",
@@ -77,7 +78,7 @@ def test_bench_quick_modes(script, extra, capsys, tmp_path):
         assert set(peaks) == {"float32", "bfloat16"}  # the step's own precision and float32
         step = next(r for r in rows if r["bench"] == "train_step_flops")
         assert step["precision"] == "bfloat16" and step["matmul_peak_gflops"] == peaks["bfloat16"]
-        assert step["optimizer"] == "lazy_adam"
+        assert step["optimizer"] == "lazy_adam" and step["dropout"] == 0.3
         assert 0 < step["fraction_of_peak"] < 1 and step["achieved_gflops"] > 0
         assert abs(step["fraction_of_float32_peak"] - step["achieved_gflops"] / peaks["float32"]) < 0.002
         assert step["ceiling_tokens_per_second"] > step["target_tokens_per_second"]
@@ -144,16 +145,19 @@ def test_bench_optimizer_quick(capsys, tmp_path):
 
 def test_peers_report_leaves_decoding_only_rows_out_of_training(capsys, tmp_path):
     """bench_peers.py's shortlist row reuses nmt's training run: in its table and its plot it has
-    decoding figures only."""
+    decoding figures only; the plot's title names the CPU the run's first line recorded."""
     medians = [{"toolkit": "nmt", "median_of": 3, "train_tokens_per_second": 8000, "greedy_sentences_per_second": 440},
                {"toolkit": "nmt (shortlist decoding)", "median_of": 3, "train_tokens_per_second": 8000,
                 "greedy_sentences_per_second": 595, "training_of": "nmt"},
                {"toolkit": "joeynmt", "median_of": 3, "train_tokens_per_second": 1000,
                 "greedy_sentences_per_second": 135}]
     jsonl = tmp_path / "peers.jsonl"
-    jsonl.write_text("".join(json.dumps(r) + "\n" for r in [{"toolkit": "nmt", "repeat": 0}, *medians]) + "| table |\n")
+    machine = {"machine": {"cpu": "AMD EPYC", "cores": 2, "date": "2026-11-23", "cpu_family_model": "25/17/1"}}
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in [machine, {"toolkit": "nmt", "repeat": 0}, *medians])
+                     + "| table |\n")
     run_main("plot_peers.py", str(jsonl), "--out", str(tmp_path / "peers.png"))
     out = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert "2 CPU cores, AMD EPYC family 25 model 17, 2026-11-23 (median of 3)" in out["title"]
     assert out["bars"] == {"train_tokens_per_second": ["nmt", "joeynmt"],
                            "greedy_sentences_per_second": ["nmt", "nmt (shortlist decoding)", "joeynmt"]}
     assert (tmp_path / "peers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
