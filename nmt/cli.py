@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,9 +212,12 @@ def train(config, resume, overwrite, overrides) -> None:
 @click.option("--attention-dir", type=click.Path(file_okay=False), help="write attention.jsonl and PNG heatmaps here")
 @click.option("--attention-max", type=click.IntRange(0), default=100, show_default=True,
               help="lines to write attention for")
+@click.option("--report-time", is_flag=True,
+              help="print the model's load time and the translation speed on stderr at the end")
 @handle_errors
 def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length_penalty, batch_size, shortlist,
-              precision, cpu_threads, parallel_batches, as_json, pieces, attention_dir, attention_max) -> None:
+              precision, cpu_threads, parallel_batches, as_json, pieces, attention_dir, attention_max,
+              report_time) -> None:
     """Translate stdin to stdout, one output line per input line.
 
     \b
@@ -224,12 +228,14 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
     """
     if n_best > 1 and beam is not None and n_best > beam:
         raise InputError(f"--n-best {n_best} needs --beam of at least {n_best}")
+    start = time.perf_counter()
     import_tensorflow()
     from nmt.translate import Translator, translate_stream
 
     translator = Translator(run_dir, checkpoint, length_penalty=length_penalty, batch_size=batch_size,
                             shortlist=shortlist, precision=precision, cpu_threads=cpu_threads,
                             parallel_batches=parallel_batches)
+    loaded = time.perf_counter()
     if n_best > 1 and beam is None:
         beam = max(n_best, translator.decoding.beam_size)
     with contextlib.ExitStack() as stack:
@@ -259,6 +265,12 @@ def translate(run_dir, checkpoint, input_path, output_path, beam, n_best, length
         except OSError as exc:  # a full disk or a failing device; a partial --output file is removed
             where = exc.filename or output_path or "standard output"
             raise NmtError(f"{where}: cannot write ({exc.strerror or exc})") from None
+    if report_time:  # decoding includes tracing the decoder for the first batch shapes, as a user waits for it
+        seconds = max(time.perf_counter() - loaded, 1e-9)
+        click.echo(f"translated {stats.lines:,} line{'' if stats.lines == 1 else 's'} ({stats.target_pieces:,} "
+                   f"target pieces) in {seconds:.3f} s: "
+                   f"{stats.lines / seconds:,.1f} lines/s, {stats.target_pieces / seconds:,.0f} pieces/s; "
+                   f"TensorFlow and the model loaded in {loaded - start:.3f} s", err=True)
     if stats.truncated:
         click.echo(f"warning: {stats.truncated} line(s) longer than {translator.decoding.max_source_pieces} "
                    "pieces were truncated", err=True)

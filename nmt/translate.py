@@ -206,6 +206,7 @@ class StreamStats:
     empty: int = 0
     truncated: int = 0
     invalid_utf8: int = 0
+    target_pieces: int = 0  #: pieces of the best hypotheses, EOS not counted
 
 
 def translate_stream(translator: Translator, source: IO[bytes], sink: IO[str], beam: int | None = None,
@@ -231,6 +232,7 @@ def translate_stream(translator: Translator, source: IO[bytes], sink: IO[str], b
                 stats.lines += 1
                 stats.empty += not t.source.strip()
                 stats.truncated += t.truncated
+                stats.target_pieces += len(t.target_ids)
                 if as_json:
                     lines.append(t.to_json())
                 elif pieces:

@@ -33,9 +33,13 @@ its translate command through a small driver that does (JOEY_TRANSLATE below) an
 steps: the run stops with an error unless JoeyNMT ran exactly 30 per batch. Decoding time with
 model load excluded is (median wall time for test2016) - (median wall time for a one-line input),
 the two alternated --decode-repeats times, the same rule for all; output lengths are printed as a
-check. nmt's row is decoded a second time over a lexical shortlist (``nmt translate --shortlist``,
-same checkpoint, same forced 30 steps) and reported as "nmt (shortlist decoding)", and with bfloat16
-matmuls (``--precision bfloat16``, with and without the shortlist); the peers
+check. As a cross-check the median lines also give each toolkit's own figure where it has one
+(``own_greedy_sentences_per_second``): JoeyNMT's "Generation took", and nmt's ``translate
+--report-time`` for test2016 less for the one line (its own clock starts after the model is loaded,
+so process start-up noise is left out; the difference also leaves out the decoder's tracing on the
+first batch, about 1.5 s per process). nmt's row is decoded a second time over a lexical shortlist
+(``nmt translate --shortlist``, same checkpoint, same forced 30 steps) and reported as "nmt (shortlist
+decoding)", and with bfloat16 matmuls (``--precision bfloat16``, with and without the shortlist); the peers
 always decode over the whole vocabulary (neither has a shortlist; OpenNMT's vocabulary map
 belongs to its CTranslate2 engine, not to OpenNMT-tf).
 
@@ -256,19 +260,30 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
     tps = median_after([(r["step"], r["tokens_per_second"]) for r in read_metrics(run_dir, "train")], warmup)
     result = {"train_tokens_per_second": tps}
     pieces = work / "pieces"
-    translate = [*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces"]
+    translate = [*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces",
+                 "--report-time"]
 
     def one_line(cmd: list[str]) -> float:
         return run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log)
 
-    def timed(cmd: list[str], hyp: Path) -> tuple[float, float, float]:
-        """``(decoding seconds, load seconds, mean output pieces)`` of ``cmd`` on test2016."""
+    def timed(cmd: list[str], hyp: Path) -> tuple[float, float, float, float | None]:
+        """``(decoding seconds, load seconds, mean output pieces, nmt's own decoding seconds)`` of ``cmd``
+        on test2016. The last is a cross-check of the subtraction (as JoeyNMT's "Generation took"):
+        ``nmt translate --report-time``'s own time after loading, for test2016 less for the one line
+        (medians of the same runs), so that neither process start-up nor the decoder's tracing on
+        the first batch (about 1.5 s, in both runs) counts."""
         seconds, load = decode_time(lambda: run([*cmd, "--input", str(pieces / "decode_raw.en"), "--output", str(hyp)],
                                                 env, log), lambda: one_line(cmd), decode_repeats)
-        return seconds, load, count_pieces(hyp)
+        lines = sum(1 for _ in open(pieces / "decode_raw.en", encoding="utf-8"))
+        own: dict[int, list[float]] = {lines: [], 1: []}
+        for n, sec in re.findall(r"translated ([\d,]+) lines? \(.*?\) in ([\d.]+) s", log.read_text()):
+            own.get(int(n.replace(",", "")), []).append(float(sec))
+        full, one = own[lines][-decode_repeats:], own[1][-decode_repeats:]
+        own_seconds = statistics.median(full) - statistics.median(one) if full and one else None
+        return seconds, load, count_pieces(hyp), own_seconds
 
-    seconds, load, out_pieces = timed(translate, work / f"{name}.hyp")
-    result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=out_pieces)
+    seconds, load, out_pieces, own = timed(translate, work / f"{name}.hyp")
+    result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=out_pieces, own_decode_seconds=own)
     if variants:
         # The same checkpoint decoded over a lexical shortlist (--shortlist; its table is built from
         # the training data once per run directory, about 1 s, by an untimed first call), one
@@ -281,8 +296,9 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
                                      ("one batch at a time", ["--parallel-batches=1"], "one_batch"),
                                      ("bfloat16 decoding", [bf16], "bf16"),
                                      ("shortlist, bfloat16", ["--shortlist", bf16], "shortlist_bf16")):
-            seconds, _, out_pieces = timed([*translate, *flags], work / f"nmt_{placement}_{suffix}.hyp")
-            result["variants"][label] = {"decode_seconds": round(seconds, 3), "hyp_pieces": out_pieces}
+            seconds, _, out_pieces, own = timed([*translate, *flags], work / f"nmt_{placement}_{suffix}.hyp")
+            result["variants"][label] = {"decode_seconds": round(seconds, 3), "hyp_pieces": out_pieces,
+                                         "own_decode_seconds": own}
     return result
 
 
@@ -478,6 +494,14 @@ def main() -> None:
             print(json.dumps({"toolkit": name, "repeat": repeat, **r}), flush=True)
 
     test_sentences = info["decode_sentences"]
+
+    def own_rate(rows: list[dict], key: str) -> dict:
+        """The toolkit's own decoding speed (nmt's --report-time, JoeyNMT's "Generation took"), a cross-check."""
+        own = [r.get(key) for r in rows]
+        if None in own:
+            return {}
+        return {"own_greedy_sentences_per_second": round(test_sentences / statistics.median(own))}
+
     table = {}
     for name, rows in results.items():
         tps = statistics.median(r["train_tokens_per_second"] for r in rows)
@@ -486,15 +510,17 @@ def main() -> None:
                        "greedy_sentences_per_second": round(test_sentences / dec),
                        "load_seconds": round(statistics.median(r["load_seconds"] for r in rows), 1),
                        "hyp_pieces": round(statistics.median(r["hyp_pieces"] for r in rows), 1)}
-        print(json.dumps({"toolkit": name, "median_of": len(rows), **table[name]}), flush=True)
+        own = own_rate(rows, "own_decode_seconds") or own_rate(rows, "own_generation_seconds")
+        print(json.dumps({"toolkit": name, "median_of": len(rows), **table[name], **own}), flush=True)
         for label in rows[0].get("variants", {}):  # the same runs, decoded another way
             dec = statistics.median(r["variants"][label]["decode_seconds"] for r in rows)
             table[f"{name} ({label})"] = {
                 **table[name], "greedy_sentences_per_second": round(test_sentences / dec),
                 "hyp_pieces": round(statistics.median(r["variants"][label]["hyp_pieces"] for r in rows), 1),
                 "training_of": name}
+            own = own_rate([r["variants"][label] for r in rows], "own_decode_seconds")
             print(json.dumps({"toolkit": f"{name} ({label})", "median_of": len(rows),
-                              **table[f"{name} ({label})"]}), flush=True)
+                              **table[f"{name} ({label})"], **own}), flush=True)
     print("\n" + markdown_table(table))
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -51,13 +52,17 @@ def test_json_and_n_best_formats(trained_run):
     assert scores == sorted(scores, reverse=True)
 
 
-def test_pieces_output_is_the_models_own_pieces(trained_run, translator):
-    r = invoke("translate", "--model", str(trained_run), "--pieces", input="I am hungry.\n\n")
+def test_pieces_output_is_the_models_own_pieces_and_report_time_counts_them(trained_run, translator):
+    r = invoke("translate", "--model", str(trained_run), "--pieces", "--report-time", input="I am hungry.\n\n")
     lines = r.stdout.split("\n")
-    assert len(lines) == 3 and lines[1] == "" and lines[2] == ""
+    assert len(lines) == 3 and lines[1] == "" and lines[2] == ""  # the report goes to stderr only
     expected = translator.translate(["I am hungry."])[0]
     assert lines[0].split(" ") == translator.tgt_vocab.pieces(expected.target_ids)
     assert translator.tgt_vocab.sp.decode_pieces(lines[0].split(" ")) == expected.text
+    report = re.fullmatch(r"translated 2 lines \((\d+) target pieces\) in ([\d.]+) s: [\d.,]+ lines/s, [\d,]+ "
+                          r"pieces/s; TensorFlow and the model loaded in ([\d.]+) s", r.stderr.strip())
+    assert report, r.stderr
+    assert int(report[1]) == len(lines[0].split(" ")) and float(report[2]) > 0 and float(report[3]) > 0
 
 
 def test_sentence_alone_equals_sentence_in_a_batch(translator):
