@@ -162,6 +162,17 @@ def decode_time(full: Callable[[], float], one: Callable[[], float], repeats: in
     return statistics.median(fulls) - statistics.median(ones), statistics.median(ones)
 
 
+def own_decode_seconds(log: str, lines: int, repeats: int) -> float | None:
+    """nmt's own decoding time for ``lines`` lines from the ``nmt translate --report-time`` reports in ``log``:
+    the median of the last ``repeats`` reports for ``lines`` lines less the median of the last ``repeats``
+    for one line (None if either is missing)."""
+    own: dict[int, list[float]] = {lines: [], 1: []}
+    for n, sec in re.findall(r"translated ([\d,]+) lines? \(.*?\) in ([\d.]+) s", log):
+        own.get(int(n.replace(",", "")), []).append(float(sec))
+    full, one = own[lines][-repeats:], own[1][-repeats:]
+    return statistics.median(full) - statistics.median(one) if full and one else None
+
+
 def thread_env(threads: int) -> dict:
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
@@ -274,13 +285,8 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
         the first batch (about 1.5 s, in both runs) counts."""
         seconds, load = decode_time(lambda: run([*cmd, "--input", str(pieces / "decode_raw.en"), "--output", str(hyp)],
                                                 env, log), lambda: one_line(cmd), decode_repeats)
-        lines = sum(1 for _ in open(pieces / "decode_raw.en", encoding="utf-8"))
-        own: dict[int, list[float]] = {lines: [], 1: []}
-        for n, sec in re.findall(r"translated ([\d,]+) lines? \(.*?\) in ([\d.]+) s", log.read_text()):
-            own.get(int(n.replace(",", "")), []).append(float(sec))
-        full, one = own[lines][-decode_repeats:], own[1][-decode_repeats:]
-        own_seconds = statistics.median(full) - statistics.median(one) if full and one else None
-        return seconds, load, count_pieces(hyp), own_seconds
+        lines = len((pieces / "decode_raw.en").read_text(encoding="utf-8").splitlines())
+        return seconds, load, count_pieces(hyp), own_decode_seconds(log.read_text(), lines, decode_repeats)
 
     seconds, load, out_pieces, own = timed(translate, work / f"{name}.hyp")
     result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=out_pieces, own_decode_seconds=own)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import runpy
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, invoke
 
 
 def run_main(name: str, *args: str) -> None:
@@ -166,6 +167,25 @@ def test_peers_report_leaves_decoding_only_rows_out_of_training(capsys, tmp_path
     lines = markdown_table(table).splitlines()
     assert lines[3] == "| nmt (shortlist decoding) | (as nmt) | 595 | 1.0 | 30.0 | - / 0.74x |"
     assert lines[4] == "| joeynmt | 1,000 | 135 | 1.0 | 30.0 | 8.00x / 3.26x |"
+
+
+def test_peers_own_decoding_time_reads_nmt_translate_report_time(trained_run):
+    """bench_peers.py reads the --report-time lines nmt translate prints, from a log that holds other runs too:
+    the median of the last N reports for the test set less the median of the last N for one line."""
+    own_decode_seconds = runpy.run_path(str(ROOT / "scripts" / "bench_peers.py"))["own_decode_seconds"]
+    reports = {}
+    for text in ("A man.\nTwo dogs run.\n", "A man.\n"):
+        r = invoke("translate", "--model", str(trained_run), "--report-time", input=text)
+        assert r.exit_code == 0, r.output
+        reports[text.count("\n")] = r.stderr.strip()
+    seconds = {n: float(re.search(r" in ([\d.]+) s:", line)[1]) for n, line in reports.items()}
+    log = f"training output\n{reports[2]}\n{reports[1]}\nother output\n"
+    assert own_decode_seconds(log, 2, 3) == pytest.approx(seconds[2] - seconds[1])
+    assert own_decode_seconds(log, 5, 3) is None  # no report for that many lines
+    synthetic = "".join(f"translated {n} (9 target pieces) in {sec} s: x\n" for n, sec in
+                        [("2,000 lines", 99.0), ("1 line", 9.0), ("2,000 lines", 6.5), ("1 line", 1.5),
+                         ("2,000 lines", 6.0), ("1 line", 2.0), ("2,000 lines", 7.0), ("1 line", 1.0)])
+    assert own_decode_seconds(synthetic, 2000, 3) == 6.5 - 1.5  # the last 3 of each, medians
 
 
 @pytest.mark.parametrize("option", ["--decode-repeats", "--repeats", "--steps"])
