@@ -232,7 +232,7 @@ def translate_stream(translator: Translator, source: IO[bytes], sink: IO[str], b
                 stats.lines += 1
                 stats.empty += not t.source.strip()
                 stats.truncated += t.truncated
-                stats.target_pieces += len(t.target_ids)
+                stats.target_pieces += t.tokens
                 if as_json:
                     lines.append(t.to_json())
                 elif pieces:

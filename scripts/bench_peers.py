@@ -273,6 +273,7 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
     pieces = work / "pieces"
     translate = [*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces",
                  "--report-time"]
+    test_lines = len((pieces / "decode_raw.en").read_text(encoding="utf-8").splitlines())
 
     def one_line(cmd: list[str]) -> float:
         return run([*cmd, "--input", str(pieces / "one_raw.en"), "--output", str(work / "one.hyp")], env, log)
@@ -285,8 +286,7 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
         the first batch (about 1.5 s, in both runs) counts."""
         seconds, load = decode_time(lambda: run([*cmd, "--input", str(pieces / "decode_raw.en"), "--output", str(hyp)],
                                                 env, log), lambda: one_line(cmd), decode_repeats)
-        lines = len((pieces / "decode_raw.en").read_text(encoding="utf-8").splitlines())
-        return seconds, load, count_pieces(hyp), own_decode_seconds(log.read_text(), lines, decode_repeats)
+        return seconds, load, count_pieces(hyp), own_decode_seconds(log.read_text(), test_lines, decode_repeats)
 
     seconds, load, out_pieces, own = timed(translate, work / f"{name}.hyp")
     result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=out_pieces, own_decode_seconds=own)
