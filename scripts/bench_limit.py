@@ -243,6 +243,8 @@ def main() -> None:
     parser.add_argument("--dropout", type=float, default=0.0,
                         help="model.dropout of the step (0: none; the recipes and bench_peers.py train with 0.2-0.4)")
     args = parser.parse_args()
+    if not 0.0 <= args.dropout <= 0.9:  # model.dropout's own range, checked before anything is measured
+        parser.error("--dropout must be between 0 and 0.9")
     import numpy as np
     import tensorflow as tf
 

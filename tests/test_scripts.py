@@ -197,6 +197,14 @@ def test_bench_peers_rejects_zero_repeats(option, capsys, tmp_path):
     assert not (tmp_path / "peers").exists()
 
 
+def test_bench_limit_rejects_a_dropout_out_of_range(capsys, tmp_path):
+    """--dropout outside model.dropout's range stops at once with a one-line usage error, nothing written."""
+    code, err = usage_error("bench_limit.py", "--quick", "--dropout", "1.5", "--work", str(tmp_path / "w"),
+                            capsys=capsys)
+    assert code == 2 and err[-1].endswith("error: --dropout must be between 0 and 0.9")
+    assert "Traceback" not in "\n".join(err) and not (tmp_path / "w").exists()
+
+
 @pytest.mark.parametrize("extra", [["--parts", "-1"], ["--parts", "1", "--repeats", "0"]])
 def test_bench_train_rejects_bad_parts(extra, capsys, tmp_path):
     """A negative parts value or no repeats stops at once with a one-line usage error, no child started."""
