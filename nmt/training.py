@@ -378,22 +378,24 @@ class Trainer:
             optimizer.apply(grads, model.trainable_variables)  # Keras sums the replicas' gradients
             return loss, tokens
 
-        compiled = tf.function(step, jit_compile=True) if self.xla else step
+        # The steps' Python is plain graph-building code (loops are explicit ``tf.while_loop``s), so
+        # they are traced without AutoGraph, which would only rewrite the source of every call.
+        compiled = tf.function(step, jit_compile=True, autograph=False) if self.xla else step
 
         def train_step(src, tgt_in, tgt_out):
             loss, tokens = strategy.run(compiled, args=(src, tgt_in, tgt_out))
             return strategy.reduce(SUM, loss, axis=None), strategy.reduce(SUM, tokens, axis=None)
 
         if distributed:  # per-replica inputs: let the trace generalise over batch shapes
-            return tf.function(train_step, reduce_retracing=True)
-        return tf.function(train_step, input_signature=spec)
+            return tf.function(train_step, reduce_retracing=True, autograph=False)
+        return tf.function(train_step, input_signature=spec, autograph=False)
 
     def _make_eval_step(self):
         import tensorflow as tf
 
         spec = [tf.TensorSpec([None, None], tf.int32)] * 3
 
-        @tf.function(input_signature=spec)
+        @tf.function(input_signature=spec, autograph=False)
         def eval_step(src, tgt_in, tgt_out):
             return self._loss(src, tgt_in, tgt_out, False)
 
@@ -405,7 +407,7 @@ class Trainer:
 
         strategy = self.strategy
 
-        @tf.function
+        @tf.function(autograph=False)
         def agree(values):
             def fn(v):
                 rows = tf.distribute.get_replica_context().all_gather(v[None], axis=0)  # [replicas, n]
