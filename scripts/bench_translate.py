@@ -28,8 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
 
 from nmt.sysinfo import tensorflow_environment
 
@@ -39,23 +43,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def quick_run(work: Path) -> tuple[Path, list[str]]:
-    """Prepare the bundled sample and train a tiny model for a few steps."""
+    """Train a tiny model for a few steps on the bundled sample (prepared once in ``work``)."""
     from nmt.config import config_from_dict
-    from nmt.prepare import prepare
     from nmt.training import train
 
+    prep = prepared_dir(work, 500, quick=True)
     cfg = config_from_dict({
-        "data": {"prepared_dir": str(work / "prepared_quick_translate"),
-                 "train_tsv": str(ROOT / "data" / "fra-eng-sample.tsv.gz"), "dev_size": 100, "test_size": 100,
-                 "sentencepiece": {"vocab_size": 500}},
-        "model": {"embedding_dim": 32, "encoder_units": 32, "decoder_units": 64, "attention_units": 32,
-                  "attentional_units": 64},
+        "data": {"prepared_dir": str(prep)}, "model": TINY_MODEL,
         "training": {"run_dir": str(work / "run_quick_translate"), "max_steps": 40, "validate_every": 10**6,
                      "validate_max_sentences": 10, "log_every": 100},
         "decoding": {"max_length_cap": 40}})
-    prepare(cfg, overwrite=True, log=lambda s: None)
     train(cfg, overwrite=True, log=lambda s: None)
-    return Path(cfg.training.run_dir), (Path(cfg.data.prepared_dir) / "test" / "src.txt").read_text().splitlines()
+    return Path(cfg.training.run_dir), (prep / "test" / "src.txt").read_text().splitlines()
 
 
 def python_loop_greedy(translator, sentence: str) -> list[int]:

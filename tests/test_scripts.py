@@ -36,6 +36,13 @@ def run_script(name: str, *args: str, capsys, tmp_path) -> list[dict]:
     return rows
 
 
+@pytest.fixture(scope="module")
+def bench_work(tmp_path_factory) -> Path:
+    """One ``--work`` folder for the quick modes: the bundled sample is prepared there by the first
+    script that needs it and read by the others (``benchdata.prepared_dir``)."""
+    return tmp_path_factory.mktemp("bench_work")
+
+
 def test_bench_prepare_quick(capsys, tmp_path):
     rows = run_script("bench_prepare.py", "--quick", capsys=capsys, tmp_path=tmp_path)
     assert rows[0]["pairs_read"] == 30000 and rows[0]["seconds_median"] > 0
@@ -53,8 +60,8 @@ def test_bench_prepare_quick(capsys, tmp_path):
                                           ("bench_train.py", ["--placements", "post", "--parts", "2",
                                                               "--precisions", "float32", "bfloat16",
                                                               "--optimizers", "adam", "--repeats", "1"])])
-def test_bench_quick_modes(script, extra, capsys, tmp_path):
-    rows = run_script(script, "--quick", "--work", str(tmp_path), *extra, capsys=capsys, tmp_path=tmp_path)
+def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
+    rows = run_script(script, "--quick", "--work", str(bench_work), *extra, capsys=capsys, tmp_path=tmp_path)
     if "--parts" in extra:  # nmt alone, a fresh process per precision and optimizer (parallel_parts 2)
         # Two settings, not four: each is a fresh process that imports TensorFlow; lazy Adam's path
         # through the scripts is exercised by bench_limit.py's and bench_optimizer.py's quick modes.
@@ -135,9 +142,9 @@ def test_bench_loss_quick(capsys, tmp_path):
     assert rows[1]["max_loss_difference"] < 1e-4 and rows[1]["max_gradient_difference"] < 1e-3
 
 
-def test_bench_optimizer_quick(capsys, tmp_path):
+def test_bench_optimizer_quick(bench_work, capsys, tmp_path):
     """bench_optimizer.py alternates Adam and lazy Adam over the same batches in one process."""
-    rows = run_script("bench_optimizer.py", "--quick", "--work", str(tmp_path), capsys=capsys, tmp_path=tmp_path)
+    rows = run_script("bench_optimizer.py", "--quick", "--work", str(bench_work), capsys=capsys, tmp_path=tmp_path)
     passes = [(r["optimizer"], r["pass"]) for r in rows if r["bench"] == "optimizer_pass"]
     assert passes == [("adam", 0), ("lazy_adam", 0), ("lazy_adam", 1), ("adam", 1)]  # alternated
     summary = {r["optimizer"]: r for r in rows if r["bench"] == "optimizer_step"}
