@@ -1,4 +1,4 @@
-"""Model layers: attention masks and normalises, steps equal the full pass, the fused CPU GRU
+"""Model layers: every weight is made by ``build_model`` from shapes, attention masks and normalises, steps equal the full pass, the fused CPU GRU
 and the feed decoder's CPU loop equal Keras' GRU and autodiff, checkpoints round-trip every
 weight, the sampled loss equals TensorFlow's, the fused Adam equals Keras' Adam, the lazy Adam moves only
 the rows a sparse gradient touches, and bfloat16
@@ -39,6 +39,7 @@ def test_step_by_step_equals_teacher_forcing_and_checkpoint_round_trip(placement
     cfg = ModelConfig(embedding_dim=8, encoder_units=8, encoder_layers=2, decoder_units=12, attention_units=6,
                       attentional_units=10, attention_placement=placement, dropout=0.0)
     model = build_model(cfg, 30, 40)
+    built = [(w.path, tuple(w.shape)) for w in model.weights]  # every weight made from shapes, before any call
     src = tf.constant([[5, 6, 7, 3, 0], [8, 9, 3, 0, 0]])
     tgt = tf.constant([[2, 10, 11, 12], [2, 13, 14, 15]])
     hidden, weights = model.hidden_and_attention((src, tgt))
@@ -62,6 +63,8 @@ def test_step_by_step_equals_teacher_forcing_and_checkpoint_round_trip(placement
     np.testing.assert_allclose(outputs[tf.bfloat16], hidden.numpy(), atol=3e-2)
     assert np.abs(outputs[tf.bfloat16] - hidden.numpy()).max() > 1e-5
     assert float(tf.reduce_max(weights[1, :, 3:])) == 0.0  # padding never attended
+    model.logits(hidden)
+    assert [(w.path, tuple(w.shape)) for w in model.weights] == built  # no call made one more
     path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
     fresh = build_model(cfg, 30, 40)
     tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()

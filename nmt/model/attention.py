@@ -39,6 +39,14 @@ class BahdanauAttention(keras.layers.Layer):
         self.query_layer = Dense(units, use_bias=True, name="query")
         self.score_layer = Dense(1, use_bias=False, name="score")
 
+    def build(self, query_shape, keys_shape=None, memory_shape=None, memory_mask_shape=None) -> None:
+        """Create the weights from the shapes of :meth:`call`'s arguments (no pass over data)."""
+        if not self.key_layer.built:  # :meth:`keys` may have built it already
+            self.key_layer.build((None, memory_shape[-1]))
+        self.query_layer.build((None, query_shape[-1]))
+        self.score_layer.build((None, self.units))
+        self.built = True
+
     def keys(self, memory: tf.Tensor) -> tf.Tensor:
         """Project the memory [B, S, D] into keys [B, S, units] (once per batch)."""
         return apply_2d(self.key_layer, memory)
@@ -48,8 +56,6 @@ class BahdanauAttention(keras.layers.Layer):
         """Return ``(context, weights)``: [B, (T,) D] and [B, (T,) S]."""
         single = query.shape.rank == 2
         q = apply_2d(self.query_layer, query[:, None, :] if single else query)  # [B, T, U]
-        if not self.score_layer.built:
-            self.score_layer.build((None, self.units))
         context, weights = additive_attention(q, keys, memory, memory_mask, tf.cast(self.score_layer.kernel, q.dtype))
         if single:
             return context[:, 0], weights[:, 0]

@@ -36,6 +36,19 @@ class _DecoderBase(keras.layers.Layer):
         self.attentional = Dense(attentional_units, activation="tanh", name="attentional")
         self.dropout = keras.layers.Dropout(dropout)
 
+    def build(self, tgt_in_shape, memory_shape, keys_shape=None, memory_mask_shape=None, state_shape=None) -> None:
+        """Create the weights from the shapes of :meth:`call`'s arguments (no pass over data)."""
+        memory_dim = memory_shape[-1]
+        self.embedding.build(tgt_in_shape)
+        self._build_gru(memory_dim)
+        self.attention.build((None, self.units), keys_shape, memory_shape, memory_mask_shape)
+        self.attentional.build((None, self.units + memory_dim))
+        self.built = True
+
+    def _build_gru(self, memory_dim: int) -> None:
+        """Create the GRU's weights for an encoder memory of width ``memory_dim``."""
+        raise NotImplementedError
+
     def _project_inputs(self, embedded: tf.Tensor) -> tf.Tensor:
         """The GRU's input projection ``x @ kernel + input bias`` [..., 3D] of embedded tokens."""
         raise NotImplementedError
@@ -111,13 +124,16 @@ class PostAttentionDecoder(_DecoderBase):
              state: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Teacher-forced pass: ``(attentional hidden [B, T, A], attention weights [B, T, S])``."""
         x = self.dropout(embed(self.embedding, tgt_in), training=training)
-        if self.rnn.built and not gru.cudnn_available():  # the same weights through the fused CPU loop
+        if not gru.cudnn_available():  # the same weights through the fused CPU loop
             outputs, _ = gru.fused_gru(self.rnn, x, initial_state=state, training=training)
         else:
             outputs, _ = self.rnn(x, initial_state=state, training=training)
         context, weights = self.attention(outputs, keys, memory, memory_mask)
         hidden = self.attentional(tf.concat([outputs, context], -1))
         return self.dropout(hidden, training=training), weights
+
+    def _build_gru(self, memory_dim: int) -> None:
+        self.rnn.build((None, None, self.embedding_dim))
 
     def _project_inputs(self, embedded: tf.Tensor) -> tf.Tensor:
         return gru.input_projection(self.rnn.cell, embedded)
@@ -158,17 +174,15 @@ class FeedAttentionDecoder(_DecoderBase):
         x_proj = x_emb_proj + dense(context, w["context_kernel"])
         return gru.gru_update(x_proj, dense(h, w["recurrent_kernel"], w["recurrent_bias"]), h)[0]
 
-    def _ensure_built(self, memory: tf.Tensor) -> None:
-        if not self.cell.built:
-            self.cell.build((None, self.embedding_dim + memory.shape[-1]))
+    def _build_gru(self, memory_dim: int) -> None:
+        self.cell.build((None, self.embedding_dim + memory_dim))
 
     def call(self, tgt_in: tf.Tensor, memory: tf.Tensor, keys: tf.Tensor, memory_mask: tf.Tensor,
              state: tf.Tensor, training: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
         """Teacher-forced pass (a compiled step loop): hidden [B, T, A] and weights [B, T, S]."""
-        self._ensure_built(memory)
         x = self.dropout(embed(self.embedding, tgt_in), training=training)
         x_proj = self._project_inputs(tf.transpose(x, [1, 0, 2]))
-        if gru.cudnn_available() or not self.attention.query_layer.built:
+        if gru.cudnn_available():
             outputs, context, weights = self._step_loop(x_proj, memory, keys, memory_mask, state)
         else:  # the same maths with a hand-written backward pass (nmt.model.feed)
             att = self.attention
@@ -212,7 +226,6 @@ class FeedAttentionDecoder(_DecoderBase):
              ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """One decoding step: ``(hidden [B, A], new state [B, D], attention weights [B, S])``;
         ``weights`` is :meth:`step_weights`, if made already (None reads the variables)."""
-        self._ensure_built(memory)
         w = weights or self.step_weights()
         context, attention = self._step_attention(state, memory, keys, memory_mask, w)
         h = self._cell_step(self._step_inputs(y_prev, w, state.dtype), context, state, w)

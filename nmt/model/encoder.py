@@ -46,6 +46,16 @@ class Encoder(keras.layers.Layer):
                                                     tf.cast(cell.bias, tf.float32))
         return copies
 
+    def build(self, input_shape) -> None:
+        """Create the weights from the source ids' shape [B, S] alone (no pass over data)."""
+        self.embedding.build(input_shape)
+        width = self.embedding_dim
+        for i in range(self.num_layers):
+            getattr(self, f"bigru_{i}").build((None, None, width))
+            width = 2 * self.units
+        self.bridge.build((None, 2 * self.units))
+        self.built = True
+
     def call(self, src: tf.Tensor, training: bool = False,
              frozen: dict[str, tuple[tf.Tensor, tf.Tensor, tf.Tensor]] | None = None
              ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -61,7 +71,7 @@ class Encoder(keras.layers.Layer):
         lengths = tf.reduce_sum(tf.cast(mask, tf.int32), 1)
         for i in range(self.num_layers):
             layer = getattr(self, f"bigru_{i}")
-            if fused and layer.built:  # the same weights through the fused CPU loop (nmt.model.gru)
+            if fused:  # the same weights through the fused CPU loop (nmt.model.gru)
                 x_fw, fw = gru.fused_gru(layer.forward_layer, x, lengths=lengths, training=training,
                                          frozen=frozen.get(f"bigru_{i}_forward"))
                 x_bw, bw = gru.fused_gru(layer.backward_layer, x, lengths=lengths, reverse=True, training=training,

@@ -94,7 +94,16 @@ class Seq2Seq(keras.Model):
             tgt_vocab_size, self.decoder.embedding if tie_target_embedding else None, name="projection")
 
     def build(self, input_shape=None) -> None:
-        """Sub-layers create their weights on the first call (see :func:`build_model`)."""
+        """Create every weight from the settings alone, with no pass over data (each sub-layer's
+        ``build`` from the shapes its ``call`` would see)."""
+        memory = (None, None, 2 * self.encoder.units)
+        if not self.encoder.built:
+            self.encoder.build((None, None))
+        if not self.decoder.built:
+            self.decoder.build((None, None), memory, (None, None, self.decoder.attention_units), (None, None),
+                               (None, self.decoder.units))
+        if not self.projection.built:
+            self.projection.build((None, self.decoder.attentional_units))
         self.built = True
 
     def encode(self, src: tf.Tensor, training: bool = False, frozen_encoder: dict | None = None
@@ -137,16 +146,11 @@ class Seq2Seq(keras.Model):
 
 
 def build_model(cfg: ModelConfig, src_vocab_size: int, tgt_vocab_size: int) -> Seq2Seq:
-    """Create the model described by ``cfg`` and build its weights with a dummy batch."""
+    """Create the model described by ``cfg``, its weights built (:meth:`Seq2Seq.build`)."""
     model = Seq2Seq(src_vocab_size, tgt_vocab_size, embedding_dim=cfg.embedding_dim,
                     encoder_units=cfg.encoder_units, encoder_layers=cfg.encoder_layers,
                     decoder_units=cfg.decoder_units, attention_units=cfg.attention_units,
                     attentional_units=cfg.attentional_units, attention_placement=cfg.attention_placement,
                     dropout=cfg.dropout, tie_target_embedding=cfg.tie_target_embedding, name="seq2seq")
-    src = tf.ones([1, 2], tf.int32)
-    tgt = tf.ones([1, 2], tf.int32)
-    hidden = model((src, tgt))
-    model.logits(hidden)
-    memory, keys, mask, state = model.encode(src)
-    model.decoder.step(tgt[:, 0], state, memory, keys, mask)
+    model.build()
     return model
