@@ -8,26 +8,28 @@ whitespace collapse to one space and the ends are stripped.
 
 from __future__ import annotations
 
-import functools
-import sys
 import unicodedata
 
 
-@functools.cache
-def _table() -> dict[int, str | None]:
-    table: dict[int, str | None] = {}
-    for cp in range(sys.maxunicode + 1):
+class _Replacements(dict):
+    """``str.translate``'s table, filled as code points are first seen: a format character (Cf)
+    maps to None (removed), a control, space or line/paragraph separator (Cc, Zs, Zl, Zp) to a
+    space, anything else to itself. Filling it for all 1.1M code points up front took 0.2-0.3 s
+    per process."""
+
+    def __missing__(self, cp: int) -> str | None:
         cat = unicodedata.category(chr(cp))
-        if cat == "Cf":
-            table[cp] = None
-        elif cat == "Cc" or cat == "Zs" or cat in ("Zl", "Zp"):
-            table[cp] = " "
-    return table
+        value = None if cat == "Cf" else " " if cat in ("Cc", "Zs", "Zl", "Zp") else chr(cp)
+        self[cp] = value
+        return value
+
+
+_TABLE = _Replacements()
 
 
 def normalize(text: str, lowercase: bool = False) -> str:
     """Return the normalised form of one line of text."""
-    text = unicodedata.normalize("NFKC", text).translate(_table())
+    text = unicodedata.normalize("NFKC", text).translate(_TABLE)
     if lowercase:
         text = text.lower()
     return " ".join(text.split())
