@@ -624,7 +624,7 @@ class Trainer:
                              f"| lr {lr:.2e} | {tps:,.0f} tok/s | elapsed {_format_time(time.perf_counter() - start)} "
                              f"| ETA {_format_time(max(0.0, min(remaining)))}")
                     record("train", {"loss": window_loss / window_steps, "learning_rate": lr,
-                                     "tokens_per_second": tps, "epoch": int(epoch) + 1})
+                                     "tokens_per_second": tps, "window_seconds": elapsed, "epoch": int(epoch) + 1})
                     window_tokens, window_loss, window_steps, window_start = 0.0, 0.0, 0, time.perf_counter()
                 early = False
                 if step % t.validate_every == 0:

@@ -2,10 +2,12 @@
 """Training speed: target tokens/s of nmt's own training loop (data pipeline included) for the
 reference model, against a plain TensorFlow/Keras step of the same shape, side by side.
 
-Reference model: bidirectional GRU 256 encoder, GRU 512 decoder, Bahdanau attention,
-embeddings 256, batch 64 sentences, Multi30k en-de. Each configuration trains
-``--warmup + --steps`` steps; the figure is the median of the per-10-step tokens/s after the
-warm-up. One JSON line per figure. With the baseline, nmt also runs each placement with Keras' own
+Reference model: bidirectional GRU 256 encoder, GRU 512 decoder, Bahdanau attention, embeddings 256,
+batch 64 sentences, Multi30k en-de. Each configuration trains ``--warmup + --steps`` steps; the figure
+is the median of the per-10-step tokens/s after the warm-up. nmt's rows also give its start-up:
+``build_seconds`` (the ``Trainer``: data, model, optimizer, compiled steps) and ``first_step_seconds``
+(step 1, its trace and first run); under ``--parts`` each run is a fresh process, as a user's ``nmt
+train`` is. One JSON line per figure. With the baseline, nmt also runs each placement with Keras' own
 CPU GRU loop instead of its fused one, and (feed) with the decoder loop differentiated by TensorFlow
 instead of nmt.model.feed's backward pass (toolkit ``nmt-keras-gru-loop``).
 
@@ -82,10 +84,16 @@ def _bench_nmt(prep: Path, work: Path, placement: str, num_sampled: int, steps: 
                      "log_every": 10, "validate_every": 10**8, "validate_max_sentences": 1,
                      "checkpoint_every": 10**8, "parallel_parts": parts, "precision": precision,
                      "optimizer": optimizer}})
+    start = time.perf_counter()
     trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
+    built = time.perf_counter() - start
     trainer.train()
-    tps = [r["tokens_per_second"] for r in read_metrics(run, "train") if r["step"] > warmup]
-    return {"tokens_per_second": round(statistics.median(tps)), "vocab": trainer.data.tgt_vocab_size}
+    rows = read_metrics(run, "train")
+    tps = [r["tokens_per_second"] for r in rows if r["step"] > warmup]
+    # start-up: the Trainer (data, model, optimizer, compiled steps) and step 1 (its trace and first run)
+    first = next(r["window_seconds"] for r in rows if r["step"] == 1)
+    return {"tokens_per_second": round(statistics.median(tps)), "vocab": trainer.data.tgt_vocab_size,
+            "build_seconds": round(built, 2), "first_step_seconds": round(first, 2)}
 
 
 def bench_plain_keras(prep: Path, num_sampled: int, steps: int, warmup: int, model: dict) -> dict:

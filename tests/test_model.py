@@ -1,8 +1,8 @@
-"""Model layers: every weight is made by ``build_model`` from shapes, attention masks and normalises, steps equal the full pass, the fused CPU GRU
-and the feed decoder's CPU loop equal Keras' GRU and autodiff, checkpoints round-trip every
-weight, the sampled loss equals TensorFlow's, the fused Adam equals Keras' Adam, the lazy Adam moves only
-the rows a sparse gradient touches, and bfloat16
-matmuls (training.precision) reach every weight's product, the GRU loops' included."""
+"""Model layers: every weight is made by ``build_model`` from shapes, attention masks and normalises,
+steps equal the full pass, the fused CPU GRU and the feed decoder's CPU loop equal Keras' GRU and
+autodiff, checkpoints round-trip every weight, the sampled loss equals TensorFlow's, the fused Adam
+equals Keras' Adam, the lazy Adam moves only the rows a sparse gradient touches, and bfloat16 matmuls
+(training.precision) reach every weight's product, the GRU loops' included."""
 
 from __future__ import annotations
 

@@ -69,6 +69,8 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
                 for r in rows if r["bench"] == "train" and r["parallel_parts"] == 2}
         settings = {(p, "adam") for p in ("float32", "bfloat16")}
         assert set(runs) == {(*s, x) for s in settings for x in ("full", "sampled")} and min(runs.values()) > 0
+        children = [r for r in rows if r["bench"] == "train"]  # fresh processes: the start-up a user sees
+        assert all(r["build_seconds"] > 0 and r["first_step_seconds"] > 0 for r in children)
         summary = {(r["precision"], r["optimizer"], r["num_sampled"] > 0): r
                    for r in rows if r["bench"] == "train_parts"}
         assert set(summary) == {(*s, x) for s in settings for x in (False, True)}
@@ -79,6 +81,8 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
         toolkits = ("nmt", "plain-keras-step", "nmt-keras-gru-loop")
         assert {(r["toolkit"], r["loss"]) for r in rows} == {(t, x) for t in toolkits for x in ("full", "sampled")}
         assert all(r["tokens_per_second"] > 0 for r in rows)
+        nmt_rows = [r for r in rows if r["toolkit"] != "plain-keras-step"]
+        assert all(r["build_seconds"] > 0 and r["first_step_seconds"] > 0 for r in nmt_rows)
     elif script == "bench_limit.py":
         peaks = {}
         for r in rows:
