@@ -39,8 +39,8 @@ class BahdanauAttention(keras.layers.Layer):
         self.query_layer = Dense(units, use_bias=True, name="query")
         self.score_layer = Dense(1, use_bias=False, name="score")
 
-    def build(self, query_shape, keys_shape=None, memory_shape=None, memory_mask_shape=None) -> None:
-        """Create the weights from the shapes of :meth:`call`'s arguments (no pass over data)."""
+    def build(self, query_shape, memory_shape) -> None:
+        """Create the weights from the shapes of :meth:`call`'s ``query`` and ``memory`` (no pass over data)."""
         if not self.key_layer.built:  # :meth:`keys` may have built it already
             self.key_layer.build((None, memory_shape[-1]))
         self.query_layer.build((None, query_shape[-1]))

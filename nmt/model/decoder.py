@@ -36,12 +36,12 @@ class _DecoderBase(keras.layers.Layer):
         self.attentional = Dense(attentional_units, activation="tanh", name="attentional")
         self.dropout = keras.layers.Dropout(dropout)
 
-    def build(self, tgt_in_shape, memory_shape, keys_shape=None, memory_mask_shape=None, state_shape=None) -> None:
-        """Create the weights from the shapes of :meth:`call`'s arguments (no pass over data)."""
+    def build(self, tgt_in_shape, memory_shape) -> None:
+        """Create the weights from the shapes of :meth:`call`'s ``tgt_in`` and ``memory`` (no pass over data)."""
         memory_dim = memory_shape[-1]
         self.embedding.build(tgt_in_shape)
         self._build_gru(memory_dim)
-        self.attention.build((None, self.units), keys_shape, memory_shape, memory_mask_shape)
+        self.attention.build((None, self.units), memory_shape)
         self.attentional.build((None, self.units + memory_dim))
         self.built = True
 

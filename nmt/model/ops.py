@@ -92,8 +92,6 @@ def gather_rows(table: tf.Tensor | keras.Variable, ids: tf.Tensor) -> tf.Tensor:
 def embed(embedding: keras.layers.Embedding, ids: tf.Tensor) -> tf.Tensor:
     """``embedding(ids)`` through :func:`gather_rows`: the rows of ``ids`` (cast to int32 unless integers,
     as Keras' layer does) in the layer's compute dtype."""
-    if not embedding.built:
-        embedding.build(ids.shape)
     if not ids.dtype.is_integer:
         ids = tf.cast(ids, tf.int32)
     return tf.cast(gather_rows(embedding.embeddings, ids), embedding.compute_dtype)

@@ -96,12 +96,10 @@ class Seq2Seq(keras.Model):
     def build(self, input_shape=None) -> None:
         """Create every weight from the settings alone, with no pass over data (each sub-layer's
         ``build`` from the shapes its ``call`` would see)."""
-        memory = (None, None, 2 * self.encoder.units)
         if not self.encoder.built:
             self.encoder.build((None, None))
         if not self.decoder.built:
-            self.decoder.build((None, None), memory, (None, None, self.decoder.attention_units), (None, None),
-                               (None, self.decoder.units))
+            self.decoder.build((None, None), (None, None, 2 * self.encoder.units))
         if not self.projection.built:
             self.projection.build((None, self.decoder.attentional_units))
         self.built = True
