@@ -156,6 +156,19 @@ def test_bench_optimizer_quick(bench_work, capsys, tmp_path):
     assert all(r["median_ms_per_step"] > 0 and len(r["pair_speedups"]) == 2 for r in summary.values())
 
 
+def test_bench_startup_quick(bench_work, capsys, tmp_path):
+    """bench_startup.py times a fresh process' start-up, training and translating, per source tree."""
+    rows = run_script("bench_startup.py", "--quick", "--repeats", "1", "--work", str(bench_work),
+                      capsys=capsys, tmp_path=tmp_path)
+    runs = {r["kind"]: r for r in rows if r["bench"] == "startup"}
+    assert set(runs) == {"train", "translate"} and all(r["tree"] == str(ROOT) for r in runs.values())
+    assert runs["train"]["build_seconds"] > 0 and runs["train"]["first_step_seconds"] > 0
+    assert runs["translate"]["load_seconds"] > 0 and runs["translate"]["first_translation_seconds"] > 0
+    medians = [r for r in rows if r["bench"] == "startup_median"]
+    assert [r["kind"] for r in medians] == ["train", "translate"]
+    assert all(r["build_seconds_vs_first_tree"] == 1.0 for r in medians if r["kind"] == "train")
+
+
 def test_peers_report_leaves_decoding_only_rows_out_of_training(capsys, tmp_path):
     """bench_peers.py's shortlist row reuses nmt's training run: in its table and its plot it has
     decoding figures only; the plot's title names the CPU the run's first line recorded."""
@@ -233,7 +246,9 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
     ("bench_optimizer.py", ["--steps", "0"], COUNTS), ("bench_optimizer.py", ["--num-sampled", "-1"], COUNTS),
     ("bench_optimizer.py", ["--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
     ("bench_train.py", ["--parts", "0", "--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
-    ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'")])
+    ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'"),
+    ("bench_startup.py", ["--repeats", "0"], "--repeats must be at least 1"),
+    ("bench_startup.py", ["--trees", "nowhere"], "holds no nmt/__init__.py")])
 def test_bench_scripts_reject_bad_optimizer_and_toolkit_arguments(script, extra, message, capsys, tmp_path):
     """A bad count, optimizer or toolkit name stops at once with a one-line usage error, nothing written."""
     code, err = usage_error(script, *extra, "--work", str(tmp_path / "work"), capsys=capsys)
