@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
+from benchdata import TINY_MODEL, prepared_dir, trace_op_events  # noqa: E402
 
 from nmt.sysinfo import tensorflow_environment
 
@@ -160,34 +160,20 @@ def profile_steps(step, batches, logdir: Path, top: int = 12) -> tuple[list[dict
     import shutil
 
     import tensorflow as tf
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     shutil.rmtree(logdir, ignore_errors=True)
     tf.profiler.experimental.start(str(logdir))
     wall = time_steps(step, batches)
     tf.profiler.experimental.stop()
-    space = xplane_pb2.XSpace()
-    space.ParseFromString(next(logdir.rglob("*.xplane.pb")).read_bytes())
+    events, threads, _ = trace_op_events(logdir)
     by_type: collections.Counter = collections.Counter()
     by_scope: collections.Counter = collections.Counter()
-    threads = 0
-    for plane in space.planes:
-        names = {k: v.name for k, v in plane.event_metadata.items()}
-        for line in plane.lines:
-            if not line.name.startswith("tf_Compute"):  # the executor's threads; op events are "node:Type"
-                continue
-            threads += 1
-            for event in line.events:
-                name = names.get(event.metadata_id, "")
-                if ":" not in name or "::" in name:  # ExecutorState::Process, ThreadpoolListener::... wrap ops
-                    continue
-                node, op_type = name.rsplit(":", 1)
-                parts = node.split("/")
-                scope = "/".join(parts[:3]) if parts[0] == "gradient_tape" else "/".join(parts[:2])
-                scope = re.sub(r"_\d+$", "", scope)  # one entry for ResourceApplyAdam_1, _2, ...
-                ms = event.duration_ps / 1e9 / len(batches)
-                by_type[op_type] += ms
-                by_scope[scope] += ms
+    for node, op_type, ms in events:
+        parts = node.split("/")
+        scope = "/".join(parts[:3]) if parts[0] == "gradient_tape" else "/".join(parts[:2])
+        scope = re.sub(r"_\d+$", "", scope)  # one entry for ResourceApplyAdam_1, _2, ...
+        by_type[op_type] += ms / len(batches)
+        by_scope[scope] += ms / len(batches)
     total = sum(by_type.values())
     rows = [{"bench": "step_profile", "group": "total", "cpu_ms_per_step": round(total, 2), "share": 1.0}]
     for group, counter in (("op_type", by_type), ("scope", by_scope)):

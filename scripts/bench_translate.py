@@ -21,6 +21,16 @@ the same process; the "without scores" rows decode greedily without the scores' 
 (``translate(with_scores=False)``, what ``nmt translate`` does for text output) against with it, the
 same decoder alternated in one process; the bfloat16 rows decode with ``decoding.precision: bfloat16`` (the whole
 vocabulary, then the shortlist), alternated with float32. ``--ref`` adds BLEU of both sides.
+
+``--profile N`` then decodes the first N lines greedily once more under TensorFlow's profiler, as
+``nmt translate`` does for text output, over the whole vocabulary in float32 and (unless
+``--no-shortlist``) over the shortlist in bfloat16: the trace's op time by op type, and the shares of
+the matmuls and of the attention's other ops (``tanh(q + keys)``, softmax: the ops named
+``additive_attention``), of the threads' time from the first op to the last. ``bound_if_matmuls_were_free``
+is that time (idle included) over the same less the matmuls' time: how much faster decoding could get if every
+matmul took no time and nothing else changed.
+
+    python scripts/bench_translate.py --model RUN --src test.en --beams 1 --repeats 1 --profile 640
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
+from benchdata import TINY_MODEL, prepared_dir, trace_op_events  # noqa: E402
 
 from nmt.sysinfo import tensorflow_environment
 
@@ -99,7 +109,11 @@ def main() -> None:
     parser.add_argument("--shortlist-per-source", type=int, help="shortlist setting (default: the run's config)")
     parser.add_argument("--shortlist-frequent", type=int, help="shortlist setting (default: the run's config)")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="profile greedy decoding of the first N lines (0: no)")
     args = parser.parse_args()
+    if args.profile < 0:
+        parser.error("--profile must be 0 or more")
     from nmt.sysinfo import machine
     from nmt.translate import Translator
 
@@ -156,6 +170,8 @@ def main() -> None:
         bench_shortlist(translator, listed, lines, args, common)
     bench_scores(translator, listed, lines, args, common)
     bench_precision(translator, listed, lines, args, common)
+    if args.profile:
+        bench_profile(translator, listed, lines[:args.profile], Path(args.work), common)
 
 
 def variant(translator, frozen_weights: bool = True, **decoding):
@@ -267,6 +283,52 @@ def bench_precision(full, listed, lines: list[str], args, common: dict) -> None:
                               "speedup_vs_float32": round(secs["float32"] / secs["bfloat16"], 3),
                               "outputs_equal_to_float32": f"{same}/{len(lines)}",
                               **bleu_of(outs, args)}), flush=True)
+
+
+def bench_profile(full, listed, lines: list[str], work: Path, common: dict, top: int = 10) -> None:
+    """Greedy decoding of ``lines`` without scores (``nmt translate``'s text output) under the profiler:
+    float32 over the whole vocabulary, then bfloat16 over the shortlist if ``listed``. Prints the op
+    time by op type (``top`` rows) and a summary: matmul share, attention share, and the bound."""
+    import collections
+    import shutil
+
+    import tensorflow as tf
+
+    setups = [("float32", full)] + ([("shortlist, bfloat16", variant(listed, precision="bfloat16"))] if listed else [])
+    for name, tr in setups:
+        tr.translate(lines[:64], with_scores=False)  # traced outside the trace
+        logdir = work / "profile_translate"
+        shutil.rmtree(logdir, ignore_errors=True)
+        tf.profiler.experimental.start(str(logdir))
+        start = time.perf_counter()
+        tr.translate(lines, with_scores=False)
+        wall = time.perf_counter() - start
+        tf.profiler.experimental.stop()
+        events, threads, span_ms = trace_op_events(logdir)
+        by_type: collections.Counter = collections.Counter()
+        matmul = attention = 0.0  # op milliseconds
+        for node, op_type, ms in events:
+            by_type[op_type] += ms
+            if "MatMul" in op_type:
+                matmul += ms
+            elif "additive_attention/" in node:
+                attention += ms
+        total = sum(by_type.values())
+        # the threads' time from the first op to the last (not the profiler's start nor the text's encoding
+        # before the first batch), idle included: idle would stay if the matmuls went
+        thread_ms = span_ms * max(threads, 1)
+        row = {**common, "bench": "translate_profile", "method": f"nmt greedy, {name}", "sentences": len(lines)}
+        print(json.dumps({**row, "group": "summary", "threads": threads, "profiled_seconds": round(wall, 3),
+                          "ops_span_seconds": round(span_ms / 1e3, 3),
+                          "op_ms_per_sentence": round(total / len(lines), 3),
+                          "op_share_of_thread_time": round(total / thread_ms, 3),
+                          "matmul_share_of_thread_time": round(matmul / thread_ms, 3),
+                          "attention_other_ops_share_of_thread_time": round(attention / thread_ms, 3),
+                          "bound_if_matmuls_were_free": round(thread_ms / max(thread_ms - matmul, 1e-3), 2)}),
+              flush=True)
+        for op_type, ms in by_type.most_common(top):
+            print(json.dumps({**row, "group": "op_type", "name": op_type, "share_of_op_time": round(ms / total, 3)}),
+                  flush=True)
 
 
 def bench_export(translator, lines: list[str], reference: dict, repeats: int, work: Path, common: dict) -> None:

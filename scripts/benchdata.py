@@ -59,3 +59,30 @@ def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:
     prepare(config_from_dict({"data": {**data, "prepared_dir": str(out), "sentencepiece": sp}}),
             overwrite=True, log=lambda s: None)
     return out
+
+
+def trace_op_events(logdir: Path) -> tuple[list[tuple[str, str, float]], int, float]:
+    """The ops TensorFlow's executor ran in a profiler trace written under ``logdir``
+    (``tf.profiler.experimental.start(logdir)`` ... ``stop()``): ``(node name, op type, milliseconds)``
+    per op run, the number of executor threads (``tf_Compute`` lines) that ran them, and the
+    milliseconds from the first op's start to the last op's end (the span the threads worked in)."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(next(Path(logdir).rglob("*.xplane.pb")).read_bytes())
+    events, threads, first, last = [], 0, float("inf"), float("-inf")
+    for plane in space.planes:
+        names = {k: v.name for k, v in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):  # the executor's threads; op events are "node:Type"
+                continue
+            threads += 1
+            for event in line.events:
+                name = names.get(event.metadata_id, "")
+                if ":" not in name or "::" in name:  # ExecutorState::Process, ThreadpoolListener::... wrap ops
+                    continue
+                node, op_type = name.rsplit(":", 1)
+                events.append((node, op_type, event.duration_ps / 1e9))
+                start = line.timestamp_ns / 1e6 + event.offset_ps / 1e9
+                first, last = min(first, start), max(last, start + event.duration_ps / 1e9)
+    return events, threads, max(last - first, 0.0)

@@ -158,10 +158,11 @@ def test_bfloat16_matmuls_reach_every_weight_and_gradients_stay_float32():
     loss16, grads16 = narrow(src, tgt)
     assert [m for m in graph_ops(exact, src, tgt) if m[2] != "float32"] == []
     matmuls = graph_ops(narrow, src, tgt)
-    assert {m[1] for m in matmuls if m[2] == "float32"} == {  # the scores' [.., U] x [U, 1] and the context
-        "decoder_1/attention_1/MatMul", "decoder_1/attention_1/MatMul_1", "gradient_tape/decoder_1/attention_1/"
-        "MatMul/MatMul", "gradient_tape/decoder_1/attention_1/MatMul/MatMul_1", "gradient_tape/decoder_1/"
-        "attention_1/MatMul_1/MatMul", "gradient_tape/decoder_1/attention_1/MatMul_1/MatMul_1"}
+    scope = "decoder_1/attention_1/additive_attention"  # the scores' [.., U] x [U, 1] and the context
+    assert {m[1] for m in matmuls if m[2] == "float32"} == {
+        f"{scope}/MatMul", f"{scope}/MatMul_1", f"gradient_tape/{scope}/MatMul/MatMul",
+        f"gradient_tape/{scope}/MatMul/MatMul_1", f"gradient_tape/{scope}/MatMul_1/MatMul",
+        f"gradient_tape/{scope}/MatMul_1/MatMul_1"}
     # the recurrent products of 3 GRU loops forward (encoder both ways, decoder) and of their 3 backward loops
     loops = {m[0] for m in matmuls if m[0] != "main" and m[2] == "bfloat16"}
     assert len(loops) == 6

@@ -53,7 +53,8 @@ def test_bench_prepare_quick(capsys, tmp_path):
         assert rows[0]["cpu_family_model"].split("/")[0] == family
 
 
-@pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]), ("bench_translate.py", []),
+@pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]),
+                                          ("bench_translate.py", ["--profile", "100"]),
                                           ("bench_limit.py", ["--steps", "5", "--profile", "2",
                                                               "--precision", "bfloat16", "--optimizer", "lazy_adam",
                                                               "--dropout", "0.3"]),
@@ -108,6 +109,8 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
         op_types = {r["name"] for r in profile if r["group"] == "op_type"}
         assert any("MatMul" in name for name in op_types), op_types  # the trace was read, op by op
     else:
+        profiled = [r for r in rows if r["bench"] == "translate_profile"]  # --profile: after the timed rows
+        rows = [r for r in rows if r["bench"] == "translate"]
         methods = [r["method"] for r in rows]
         assert methods[:2] == ["nmt greedy", "nmt beam 5"] and "baseline" in methods[2]
         assert rows[2]["outputs_equal_to_compiled_greedy"] == "5/5"
@@ -126,6 +129,14 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
         assert [r["method"] for r in unscored] == ["nmt greedy, without scores",
                                                    "nmt greedy, shortlist, without scores"]
         assert all(r["outputs_equal_to_with_scores"] == "100/100" and r["speedup_vs_with_scores"] > 0 for r in unscored)
+        profiles = {r["method"]: r for r in profiled if r["group"] == "summary"}
+        assert list(profiles) == ["nmt greedy, float32", "nmt greedy, shortlist, bfloat16"]
+        for summary in profiles.values():  # the trace was read op by op; the attention's ops are named
+            assert summary["sentences"] == 100 and summary["threads"] >= 1
+            assert 0 < summary["matmul_share_of_thread_time"] < summary["op_share_of_thread_time"] <= 1.05
+            assert 0 < summary["attention_other_ops_share_of_thread_time"] and summary["bound_if_matmuls_were_free"] > 1
+        op_types = [r for r in profiled if r["group"] == "op_type"]
+        assert any("MatMul" in r["name"] for r in op_types) and all(0 < r["share_of_op_time"] <= 1 for r in op_types)
         exported = [r for r in rows[3:] if r not in listed + tabled + bf16 + unscored]
         if exported[0].get("skipped"):
             pytest.skip("tensorflow-text is not installed")

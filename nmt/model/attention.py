@@ -15,11 +15,12 @@ def additive_attention(q: tf.Tensor, keys: tf.Tensor, memory: tf.Tensor, memory_
     ``weights = softmax(v^T tanh(q + keys))`` over the positions where ``memory_mask`` [B, S] is
     True (``v`` [U, 1], ``keys`` [B, S, U]); ``context = weights @ memory`` [B, S, D].
     """
-    hidden = tf.tanh(q[:, :, None, :] + keys[:, None, :, :])                 # [B, T, S, U]
-    scores = matmul_last(hidden, v, scoped=False)[..., 0]                   # [B, T, S]
-    neg = tf.constant(-1e4 if scores.dtype == tf.float16 else -1e9, scores.dtype)
-    weights = tf.nn.softmax(tf.where(memory_mask[:, None, :], scores, neg), axis=-1)
-    return tf.matmul(weights, memory), weights
+    with tf.name_scope("additive_attention"):  # its ops are named so in a profile (scripts/bench_translate.py)
+        hidden = tf.tanh(q[:, :, None, :] + keys[:, None, :, :])             # [B, T, S, U]
+        scores = matmul_last(hidden, v, scoped=False)[..., 0]               # [B, T, S]
+        neg = tf.constant(-1e4 if scores.dtype == tf.float16 else -1e9, scores.dtype)
+        weights = tf.nn.softmax(tf.where(memory_mask[:, None, :], scores, neg), axis=-1)
+        return tf.matmul(weights, memory), weights
 
 
 @keras.saving.register_keras_serializable("nmt")
