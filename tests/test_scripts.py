@@ -259,7 +259,8 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
     ("bench_train.py", ["--parts", "0", "--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
     ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'"),
     ("bench_startup.py", ["--repeats", "0"], "--repeats must be at least 1"),
-    ("bench_startup.py", ["--trees", "nowhere"], "holds no nmt/__init__.py")])
+    ("bench_startup.py", ["--trees", "nowhere"], "holds no nmt/__init__.py"),
+    ("bench_translate.py", ["--quick", "--profile", "-1"], "--profile must be 0 or more")])
 def test_bench_scripts_reject_bad_optimizer_and_toolkit_arguments(script, extra, message, capsys, tmp_path):
     """A bad count, optimizer or toolkit name stops at once with a one-line usage error, nothing written."""
     code, err = usage_error(script, *extra, "--work", str(tmp_path / "work"), capsys=capsys)
