@@ -94,16 +94,9 @@ def main() -> None:
     prep = prepared_dir(work, 500 if args.quick else 8000, args.quick)
     model = str(Path(args.model).resolve()) if args.model else None
     if args.quick and not model:  # a tiny run to load, trained once by this checkout
-        from benchdata import TINY_MODEL
+        from benchdata import quick_trained_run
 
-        from nmt.config import config_from_dict
-        from nmt.training import train
-
-        run = work / "run_quick_startup"
-        train(config_from_dict({"data": {"prepared_dir": str(prep)}, "model": TINY_MODEL,
-                                "training": {"run_dir": str(run), "max_steps": 5, "validate_every": 10**6,
-                                             "validate_max_sentences": 1}}), overwrite=True, log=lambda s: None)
-        model = str(run)
+        model = str(quick_trained_run(work, "run_quick_startup", 5)[0])
     kinds = ["train"] + (["translate"] if model else [])
     results: dict[tuple[str, str], list[dict]] = {}
     info = {"quick": args.quick, **machine()}

@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchdata import TINY_MODEL, prepared_dir, trace_op_events  # noqa: E402
+from benchdata import quick_trained_run, trace_op_events  # noqa: E402
 
 from nmt.sysinfo import tensorflow_environment
 
@@ -54,17 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def quick_run(work: Path) -> tuple[Path, list[str]]:
     """Train a tiny model for a few steps on the bundled sample (prepared once in ``work``)."""
-    from nmt.config import config_from_dict
-    from nmt.training import train
-
-    prep = prepared_dir(work, 500, quick=True)
-    cfg = config_from_dict({
-        "data": {"prepared_dir": str(prep)}, "model": TINY_MODEL,
-        "training": {"run_dir": str(work / "run_quick_translate"), "max_steps": 40, "validate_every": 10**6,
-                     "validate_max_sentences": 10, "log_every": 100},
-        "decoding": {"max_length_cap": 40}})
-    train(cfg, overwrite=True, log=lambda s: None)
-    return Path(cfg.training.run_dir), (prep / "test" / "src.txt").read_text().splitlines()
+    run, prep = quick_trained_run(work, "run_quick_translate", 40, {"max_length_cap": 40})
+    return run, (prep / "test" / "src.txt").read_text().splitlines()
 
 
 def python_loop_greedy(translator, sentence: str) -> list[int]:

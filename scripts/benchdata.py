@@ -61,6 +61,21 @@ def prepared_dir(work: Path, vocab: int, quick: bool) -> Path:
     return out
 
 
+def quick_trained_run(work: Path, name: str, steps: int, decoding: dict | None = None) -> tuple[Path, Path]:
+    """A tiny model (``TINY_MODEL``) trained for ``steps`` steps on the bundled sample (prepared once in
+    ``work``), for the quick modes that need a run to load: ``(run directory, prepared directory)``."""
+    from nmt.training import train
+
+    prep = prepared_dir(work, 500, quick=True)
+    cfg = config_from_dict({
+        "data": {"prepared_dir": str(prep)}, "model": TINY_MODEL,
+        "training": {"run_dir": str(work / name), "max_steps": steps, "validate_every": 10**6,
+                     "validate_max_sentences": 10, "log_every": 100},
+        "decoding": decoding or {}})
+    train(cfg, overwrite=True, log=lambda s: None)
+    return work / name, prep
+
+
 def trace_op_events(logdir: Path) -> tuple[list[tuple[str, str, float]], int, float]:
     """The ops TensorFlow's executor ran in a profiler trace written under ``logdir``
     (``tf.profiler.experimental.start(logdir)`` ... ``stop()``): ``(node name, op type, milliseconds)``
