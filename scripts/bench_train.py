@@ -17,6 +17,7 @@ instead of nmt.model.feed's backward pass (toolkit ``nmt-keras-gru-loop``).
     python scripts/bench_train.py --vocab 8000 --placements post --parts 1 0 --repeats 3
     python scripts/bench_train.py --vocab 8000 --placements post --parts 0 --precisions float32 bfloat16
     python scripts/bench_train.py --vocab 8000 --placements post --parts 0 --optimizers adam lazy_adam
+    python scripts/bench_train.py --vocab 8000 --placements post --parts 2 1 --losses sampled
 
 Thread pools are per process, so the rows of one process share them (TensorFlow's defaults), and
 nmt runs there with ``training.parallel_parts: 1``, one batch over all threads, like the baseline.
@@ -156,9 +157,10 @@ def bench_plain_keras(prep: Path, num_sampled: int, steps: int, warmup: int, mod
     return {"tokens_per_second": round(statistics.median(rates)), "vocab": vocab_tgt}
 
 
-def sampled_losses(vocab: int, quick: bool) -> tuple[int, int]:
-    """The two losses measured per vocabulary: full softmax (0) and the sampled candidates used for it."""
-    return 0, 128 if quick else 1024 if vocab > 8000 else 512
+def sampled_losses(vocab: int, quick: bool, losses: list[str]) -> list[int]:
+    """The losses measured per vocabulary, of ``losses``: full softmax (0) and the sampled candidates used for it."""
+    sampled = 128 if quick else 1024 if vocab > 8000 else 512
+    return [n for name, n in (("full", 0), ("sampled", sampled)) if name in losses]
 
 
 def main() -> None:
@@ -168,6 +170,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--placements", nargs="+", default=["post", "feed"])
+    parser.add_argument("--losses", nargs="+", default=["full", "sampled"], choices=["full", "sampled"],
+                        help="full softmax and/or sampled softmax (512 candidates at V=8k, 1,024 above)")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     parser.add_argument("--parts", type=int, nargs="+", metavar="P",
@@ -196,7 +200,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         for vocab in vocabs:
             prep = prepared_dir(work, vocab, args.quick)
-            for num_sampled in sampled_losses(vocab, args.quick):
+            for num_sampled in sampled_losses(vocab, args.quick, args.losses):
                 if args.child is not None and args.child_sampled not in (None, num_sampled):
                     continue
                 common = {"bench": "train", "requested_vocab": vocab, "loss": "sampled" if num_sampled else "full",
@@ -227,7 +231,7 @@ def compare_parts(args: argparse.Namespace) -> None:
     alternated."""
     runs: dict[tuple, list[int]] = {}
     configs = [(v, p, n) for v in ([500] if args.quick else args.vocab) for p in args.placements
-               for n in sampled_losses(v, args.quick)]
+               for n in sampled_losses(v, args.quick, args.losses)]
     for _ in range(args.repeats):
         for vocab, placement, num_sampled in configs:
             for parts, precision, optimizer in itertools.product(args.parts, args.precisions, args.optimizers):

@@ -50,15 +50,15 @@ def test_loss_falls_and_run_directory_is_complete(corpus_dir, prepared, tmp_path
 
 @pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
 def test_seeded_runs_repeat_and_resume_continues_exactly(corpus_dir, prepared, tmp_path, optimizer):
-    """Also with training.optimizer lazy_adam: its sparse updates are deterministic and its moments resume."""
+    """Two runs of one seed give the same losses, and a run stopped at step 20 and resumed continues exactly.
+    Also with training.optimizer lazy_adam: its sparse updates are deterministic and its moments resume."""
     opts = dict(max_steps=30, checkpoint_every=10, validate_every=100, optimizer=optimizer)
     model = {"dropout": 0.2}
     mk = lambda name, **t: config_from_dict(tiny_config(  # noqa: E731
         corpus_dir, model=model, training={"run_dir": str(tmp_path / name), **opts, **t}))
     a = train(mk("a"), log=lambda s: None)
-    b = train(mk("b"), log=lambda s: None)
-    assert a.losses == b.losses, "two runs with the same seed must give identical losses"
-    train(mk("c", max_steps=20), log=lambda s: None)
+    first = train(mk("c", max_steps=20), log=lambda s: None)
+    assert first.losses == a.losses[:20], "two runs with the same seed must give identical losses"
     logs: list[str] = []
     c = train(mk("c"), resume=True, log=logs.append)
     assert any("resumed from" in line and "at step 20" in line for line in logs), logs
