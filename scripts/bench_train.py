@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--placements", nargs="+", default=["post", "feed"])
     parser.add_argument("--losses", nargs="+", default=["full", "sampled"], choices=["full", "sampled"],
-                        help="full softmax and/or sampled softmax (512 candidates at V=8k, 1,024 above)")
+                        help="full and/or sampled softmax (512 candidates at V=8k, 1,024 above, 128 with --quick)")
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     parser.add_argument("--parts", type=int, nargs="+", metavar="P",

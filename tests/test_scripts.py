@@ -53,7 +53,7 @@ def test_bench_prepare_quick(capsys, tmp_path):
         assert rows[0]["cpu_family_model"].split("/")[0] == family
 
 
-@pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post"]),
+@pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post", "--losses", "sampled"]),
                                           ("bench_translate.py", ["--profile", "100"]),
                                           ("bench_limit.py", ["--steps", "5", "--profile", "2",
                                                               "--precision", "bfloat16", "--optimizer", "lazy_adam",
@@ -61,28 +61,28 @@ def test_bench_prepare_quick(capsys, tmp_path):
                                           ("bench_train.py", ["--placements", "post", "--parts", "2",
                                                               "--precisions", "float32", "bfloat16",
                                                               "--optimizers", "adam", "--repeats", "1",
-                                                              "--losses", "sampled"])])
+                                                              "--losses", "full"])])
 def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
     rows = run_script(script, "--quick", "--work", str(bench_work), *extra, capsys=capsys, tmp_path=tmp_path)
     if "--parts" in extra:  # nmt alone, a fresh process per precision and optimizer (parallel_parts 2)
-        # Two processes (float32 and bfloat16, the sampled loss), each importing TensorFlow afresh. Lazy
+        # Two processes (float32 and bfloat16, the full softmax), each importing TensorFlow afresh. Lazy
         # Adam's path through the scripts is exercised by bench_limit.py's and bench_optimizer.py's quick
-        # modes, the full softmax by the in-process run above; --losses sampled leaves it out here.
+        # modes, the sampled loss by the in-process run below (one loss each: the suite's time).
         runs = {(r["precision"], r["optimizer"], r["loss"]): r["tokens_per_second"]
                 for r in rows if r["bench"] == "train" and r["parallel_parts"] == 2}
         settings = {(p, "adam") for p in ("float32", "bfloat16")}
-        assert set(runs) == {(*s, "sampled") for s in settings} and min(runs.values()) > 0
+        assert set(runs) == {(*s, "full") for s in settings} and min(runs.values()) > 0
         children = [r for r in rows if r["bench"] == "train"]  # fresh processes: the start-up a user sees
         assert all(r["build_seconds"] > 0 and r["first_step_seconds"] > 0 for r in children)
         summary = {(r["precision"], r["optimizer"], r["num_sampled"] > 0): r
                    for r in rows if r["bench"] == "train_parts"}
-        assert set(summary) == {(*s, True) for s in settings}
+        assert set(summary) == {(*s, False) for s in settings}
         ratio = "speedup_vs_parts_2_float32"  # one optimizer: the baseline is named by parts and precision
         assert all(r[ratio] == 1.0 for (p, q, _), r in summary.items() if (p, q) == ("float32", "adam"))
         assert all(r[ratio] > 0 for r in summary.values())
     elif script == "bench_train.py":
         toolkits = ("nmt", "plain-keras-step", "nmt-keras-gru-loop")
-        assert {(r["toolkit"], r["loss"]) for r in rows} == {(t, x) for t in toolkits for x in ("full", "sampled")}
+        assert {(r["toolkit"], r["loss"]) for r in rows} == {(t, "sampled") for t in toolkits}
         assert all(r["tokens_per_second"] > 0 for r in rows)
         nmt_rows = [r for r in rows if r["toolkit"] != "plain-keras-step"]
         assert all(r["build_seconds"] > 0 and r["first_step_seconds"] > 0 for r in nmt_rows)
@@ -259,6 +259,7 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
     ("bench_optimizer.py", ["--steps", "0"], COUNTS), ("bench_optimizer.py", ["--num-sampled", "-1"], COUNTS),
     ("bench_optimizer.py", ["--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
     ("bench_train.py", ["--parts", "0", "--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
+    ("bench_train.py", ["--parts", "0", "--losses", "nce"], "argument --losses: invalid choice: 'nce'"),
     ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'"),
     ("bench_startup.py", ["--repeats", "0"], "--repeats must be at least 1"),
     ("bench_startup.py", ["--trees", "nowhere"], "holds no nmt/__init__.py"),
