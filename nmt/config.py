@@ -117,7 +117,9 @@ class TrainingConfig:
                 "pieces not drawn) keep their weights and moments, as in OpenNMT-tf's LazyAdam (faster with large "
                 "vocabularies; training differs slightly)")
     warmup_steps: int = _opt(0, "linear warm-up steps", min=0)
-    decay: Literal["none", "inverse_sqrt", "exponential", "plateau"] = _opt("none", "learning-rate decay after warm-up")
+    decay: Literal["none", "inverse_sqrt", "exponential", "plateau", "cosine"] = _opt(
+        "none", "learning-rate decay after warm-up; cosine: down to min_learning_rate at the end of training, "
+                "max_steps or, when it comes first, max_minutes (the rate then follows wall time)")
     decay_rate: float = _opt(0.5, "exponential: factor per decay_steps; plateau: factor on each plateau",
                              min=0.0, max=1.0, min_exclusive=True)
     decay_steps: int = _opt(10_000, "exponential decay period in steps", min=1)

@@ -156,8 +156,13 @@ def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str,
     return [row for row in map(json.loads, lines) if kind is None or row["kind"] == kind]
 
 
-def learning_rate(step: int | Any, cfg: Config) -> Any:
-    """The scheduled learning rate at ``step`` (before any reduce-on-plateau factor)."""
+def learning_rate(step: int | Any, cfg: Config, time_progress: float | Any = 0.0) -> Any:
+    """The scheduled learning rate at ``step`` (before any reduce-on-plateau factor).
+
+    ``time_progress`` is the share of ``training.max_minutes`` spent so far (0 without a time
+    limit): the cosine decay follows whichever of it and the share of ``max_steps`` is ahead, so
+    a run cut by the clock on a slow machine still ends at ``min_learning_rate``.
+    """
     import tensorflow as tf
 
     t = cfg.training
@@ -169,6 +174,11 @@ def learning_rate(step: int | Any, cfg: Config) -> Any:
         lr = lr * tf.math.rsqrt(tf.maximum(step, warm) / warm)
     elif t.decay == "exponential":
         lr = lr * tf.pow(t.decay_rate, after / t.decay_steps)
+    elif t.decay == "cosine":
+        by_steps = after / float(max(t.max_steps - t.warmup_steps, 1))
+        progress = tf.clip_by_value(tf.maximum(by_steps, tf.cast(time_progress, tf.float32)), 0.0, 1.0)
+        floor = min(t.min_learning_rate, t.learning_rate)
+        lr = floor + (lr - floor) * 0.5 * (1.0 + tf.cos(math.pi * progress))
     return tf.maximum(lr, t.min_learning_rate) if t.decay != "none" else lr
 
 
@@ -273,7 +283,8 @@ class Trainer:
         with self.strategy.scope():
             self.model = build_model(cfg.model, self.data.src_vocab_size, self.data.tgt_vocab_size)
             self.plateau_scale = tf.Variable(1.0, trainable=False, name="plateau_scale")
-            schedule = make_schedule(cfg, self.plateau_scale)
+            self.time_progress = tf.Variable(0.0, trainable=False, name="time_progress")
+            schedule = make_schedule(cfg, self.plateau_scale, self.time_progress)
             # Keras clips each replica's gradient before summing them; with several replicas the
             # step sums the gradients first and hands each replica 1/R of the sum, so clipping at
             # clip_norm/R clips the global gradient at clip_norm (see _make_train_step).
@@ -293,11 +304,14 @@ class Trainer:
         # reach through the layers; saving them makes a resumed run draw the same masks.
         random_state = tf.Module()
         random_state.variables_list = list(self.model.non_trainable_variables)
+        # The cosine schedule's share of the time limit is saved with it (only then, so that the
+        # checkpoints of the other schedules keep their layout).
+        by_time = {"time_progress": self.time_progress} if t.decay == "cosine" else {}
         self.checkpoint = tf.train.Checkpoint(
             model=self.model, optimizer=self.optimizer, random_state=random_state, epoch=self.epoch,
             batch_in_epoch=self.batch_in_epoch,
             best_bleu=self.best_bleu, bad_validations=self.bad_validations, plateau_scale=self.plateau_scale,
-            plateau_bad=self.plateau_bad)
+            plateau_bad=self.plateau_bad, **by_time)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "checkpoints",
                                                   max_to_keep=t.keep_checkpoints, checkpoint_name="ckpt")
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "best", max_to_keep=1,
@@ -574,11 +588,21 @@ class Trainer:
         def out_of_time() -> bool:
             return t.max_minutes is not None and time.perf_counter() - start >= t.max_minutes * 60
 
+        # The cosine schedule follows the clock too under a time limit (see learning_rate); the
+        # share never goes back, so a resumed run continues from where the last one left the rate.
+        follows_time = t.decay == "cosine" and t.max_minutes is not None
+        time_progress_at_start = float(self.time_progress.numpy())
+
+        def time_share() -> float:
+            spent = (time.perf_counter() - start) / (t.max_minutes * 60) if follows_time else 0.0
+            return max(time_progress_at_start, min(spent, 1.0))
+
         def agree_to_stop(early: bool) -> bool:
             """With several workers, stop decisions and the plateau factor are taken together."""
             most, chief = self._agree([float(out_of_time()), float(bool(stop_signal)), float(early),
-                                       float(self.plateau_scale.numpy())])
+                                       float(self.plateau_scale.numpy()), time_share()])
             self.plateau_scale.assign(chief[3])
+            self.time_progress.assign(chief[4])  # every replica steps at the chief's rate
             if most[1] and not stop_signal:
                 stop_signal.append(signal.SIGTERM)  # another worker was signalled: save and stop with it
             if most[0] and not result.stop_reason:
@@ -600,6 +624,8 @@ class Trainer:
                         continue
                     loss, tokens = self._train_step(*distribute_batch(self.strategy, (src, tgt_in, tgt_out)))
                 else:
+                    if follows_time:
+                        self.time_progress.assign(time_share())
                     loss, tokens = self._train_step(src, tgt_in, tgt_out)
                 loss = float(loss)
                 if not math.isfinite(loss):
@@ -614,7 +640,7 @@ class Trainer:
                 window_steps += 1
                 if step % t.log_every == 0 or step == 1:
                     elapsed = time.perf_counter() - window_start
-                    lr = float(learning_rate(step, cfg) * self.plateau_scale)
+                    lr = float(learning_rate(step, cfg, self.time_progress) * self.plateau_scale)
                     tps = window_tokens / max(elapsed, 1e-9)
                     remaining = [(t.max_steps - step) * elapsed / window_steps]
                     if t.max_minutes is not None:
@@ -715,13 +741,14 @@ class Trainer:
         return False
 
 
-def make_schedule(cfg: Config, plateau_scale: Any) -> Any:
-    """A Keras learning-rate schedule: :func:`learning_rate` times the reduce-on-plateau factor."""
+def make_schedule(cfg: Config, plateau_scale: Any, time_progress: Any = 0.0) -> Any:
+    """A Keras learning-rate schedule: :func:`learning_rate` (at ``time_progress``, a variable the
+    training loop sets) times the reduce-on-plateau factor."""
     import keras
 
     class WarmupDecaySchedule(keras.optimizers.schedules.LearningRateSchedule):
         def __call__(self, step):
-            return learning_rate(step, cfg) * plateau_scale
+            return learning_rate(step, cfg, time_progress) * plateau_scale
 
         def get_config(self) -> dict:
             return {}

@@ -173,3 +173,44 @@ def test_training_thread_plan_shares_the_threads_among_parts():
     assert training_thread_plan(TrainingConfig(threads=6, parallel_parts=3), cores=16, on_gpu=False) == (3, 2, 3)
     assert training_thread_plan(TrainingConfig(parallel_parts=1, threads=2), cores=16, on_gpu=False) == (1, 2, 2)
     assert training_thread_plan(TrainingConfig(parallel_parts=4), cores=16, on_gpu=True) == (1, 0, 0)
+
+
+def test_cosine_decay_ends_with_the_time_limit_and_resumes_from_its_share(corpus_dir, prepared, tmp_path,
+                                                                         monkeypatch):
+    """``decay: cosine`` under ``max_minutes``: on a clock where a step takes 6 s of a 1-minute limit, the
+    schedule follows the time spent (not the 10 of 1,000 steps) and the run stops near min_learning_rate;
+    the share is checkpointed, so a resumed run does not raise the rate again."""
+    import math
+
+    import nmt.training
+    from nmt.training import Trainer, learning_rate
+
+    cfg = config_from_dict(tiny_config(corpus_dir, training={
+        "run_dir": str(tmp_path / "cos"), "max_steps": 1000, "max_minutes": 1, "decay": "cosine",
+        "learning_rate": 0.01, "min_learning_rate": 0.0, "log_every": 1, "checkpoint_every": 5,
+        "validate_every": 1000, "validate_max_sentences": 2}))
+    assert float(learning_rate(0, cfg)) == pytest.approx(0.01, rel=1e-3)  # by steps alone: the peak ...
+    assert float(learning_rate(999, cfg)) == pytest.approx(0.0, abs=1e-9)  # ... down to the floor at max_steps
+    now = [0.0]
+    monkeypatch.setattr(nmt.training.time, "perf_counter", lambda: now[0])
+
+    def timed(trainer, seconds):
+        shares, real_step = [], trainer._train_step
+
+        def step(*batch):
+            shares.append(float(trainer.time_progress.numpy()))
+            now[0] += seconds
+            return real_step(*batch)
+
+        trainer._train_step = step
+        return trainer.train(), shares
+
+    result, shares = timed(Trainer(cfg, log=lambda s: None), 6.0)
+    assert result.step == 10 and "max_minutes" in result.stop_reason
+    assert shares == pytest.approx([i / 10 for i in range(10)])
+    rates = [r["learning_rate"] for r in read_metrics(tmp_path / "cos", "train")]
+    expected = [0.005 * (1 + math.cos(math.pi * max(s, (i + 1) / 1000))) for i, s in enumerate(shares)]
+    assert rates == pytest.approx(expected, rel=1e-4) and rates[-1] < 0.001
+    now[0] = 0.0  # a new process' clock: the share restored from the checkpoint (0.9) is not undone
+    resumed, shares = timed(Trainer(cfg, resume=True, log=lambda s: None), 30.0)
+    assert resumed.step == 12 and shares == pytest.approx([0.9, 0.9])
