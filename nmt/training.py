@@ -304,14 +304,12 @@ class Trainer:
         # reach through the layers; saving them makes a resumed run draw the same masks.
         random_state = tf.Module()
         random_state.variables_list = list(self.model.non_trainable_variables)
-        # The cosine schedule's share of the time limit is saved with it (only then, so that the
-        # checkpoints of the other schedules keep their layout).
-        by_time = {"time_progress": self.time_progress} if t.decay == "cosine" else {}
-        self.checkpoint = tf.train.Checkpoint(
+        self._required_state = dict(
             model=self.model, optimizer=self.optimizer, random_state=random_state, epoch=self.epoch,
             batch_in_epoch=self.batch_in_epoch,
             best_bleu=self.best_bleu, bad_validations=self.bad_validations, plateau_scale=self.plateau_scale,
-            plateau_bad=self.plateau_bad, **by_time)
+            plateau_bad=self.plateau_bad)
+        self.checkpoint = tf.train.Checkpoint(**self._required_state, time_progress=self.time_progress)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "checkpoints",
                                                   max_to_keep=t.keep_checkpoints, checkpoint_name="ckpt")
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "best", max_to_keep=1,
@@ -465,6 +463,8 @@ class Trainer:
         A checkpoint that cannot be read (cut short by a kill or a full disk, or damaged since)
         is skipped with a warning in favour of the one before it.
         """
+        import tensorflow as tf
+
         from nmt.checkpoints import list_checkpoints, remove_partial_saves, restore
 
         for folder in (self.run_dir / "checkpoints", self.run_dir / "best"):
@@ -476,7 +476,10 @@ class Trainer:
         failures: list[str] = []
         for prefix in candidates:
             try:
-                restore(self.checkpoint, prefix)
+                restore(tf.train.Checkpoint(**self._required_state), prefix, partial=True)
+                # The cosine schedule's share of the time limit is optional: checkpoints written
+                # before it existed (session 29) have none, and resume at 0.
+                tf.train.Checkpoint(time_progress=self.time_progress).restore(prefix).expect_partial()
             except InputError as exc:
                 failures.append(str(exc))
                 self.log(f"warning: skipping {exc}")

@@ -214,3 +214,16 @@ def test_cosine_decay_ends_with_the_time_limit_and_resumes_from_its_share(corpus
     now[0] = 0.0  # a new process' clock: the share restored from the checkpoint (0.9) is not undone
     resumed, shares = timed(Trainer(cfg, resume=True, log=lambda s: None), 30.0)
     assert resumed.step == 12 and shares == pytest.approx([0.9, 0.9])
+    # a checkpoint written without the share (nmt before session 29) still resumes, at share 0
+    import tensorflow as tf
+
+    old = Trainer(cfg, resume=True, log=lambda s: None)
+    assert old._restore() == 12 and float(old.time_progress.numpy()) == pytest.approx(0.9)
+    without_share = tf.train.Checkpoint(**old._required_state)
+    without_share.save_counter.assign(98)  # saved as ckpt-99, the newest
+    without_share.save(str(tmp_path / "cos" / "checkpoints" / "ckpt"))
+    assert "time_progress" not in str(tf.train.list_variables(str(tmp_path / "cos" / "checkpoints" / "ckpt-99")))
+    logs: list[str] = []
+    again = Trainer(cfg, resume=True, log=logs.append)
+    assert again._restore() == 12 and float(again.time_progress.numpy()) == 0.0, logs  # old restored 0.9
+    assert any(line.startswith("resumed from") and "ckpt-99" in line for line in logs), logs
