@@ -601,7 +601,7 @@ class Trainer:
             return max(time_progress_at_start, min(spent, 1.0))
 
         def agree_to_stop(early: bool) -> bool:
-            """With several workers, stop decisions and the plateau factor are taken together."""
+            """With several workers, stop decisions, the plateau factor and the time share are taken together."""
             most, chief = self._agree([float(out_of_time()), float(bool(stop_signal)), float(early),
                                        float(self.plateau_scale.numpy()), time_share()])
             self.plateau_scale.assign(chief[3])
