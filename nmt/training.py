@@ -177,8 +177,7 @@ def learning_rate(step: int | Any, cfg: Config, time_progress: float | Any = 0.0
     elif t.decay == "cosine":
         by_steps = after / float(max(t.max_steps - t.warmup_steps, 1))
         progress = tf.clip_by_value(tf.maximum(by_steps, tf.cast(time_progress, tf.float32)), 0.0, 1.0)
-        floor = min(t.min_learning_rate, t.learning_rate)
-        lr = floor + (lr - floor) * 0.5 * (1.0 + tf.cos(math.pi * progress))
+        lr = t.min_learning_rate + (lr - t.min_learning_rate) * 0.5 * (1.0 + tf.cos(math.pi * progress))
     return tf.maximum(lr, t.min_learning_rate) if t.decay != "none" else lr
 
 
