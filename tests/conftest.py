@@ -30,12 +30,20 @@ def tiny_config(tmp: Path, **sections) -> dict:
                   "attentional_units": 32, "dropout": 0.0},
         "training": {"run_dir": str(tmp / "run"), "batch_size": 32, "max_steps": 30, "log_every": 10,
                      "validate_every": 15, "validate_max_sentences": 20, "checkpoint_every": 10,
-                     "num_sampled": 64, "learning_rate": 0.01},
+                     "num_sampled": 64, "learning_rate": 0.01,
+                     # One part: a step of two parts side by side (the default on two cores) takes twice
+                     # as long to trace, about 2 s more per run. The tests of training itself set
+                     # parallel_parts 0 (the default) or more: DEFAULT_PARTS.
+                     "parallel_parts": 1},
         "decoding": {"batch_size": 16, "max_length_cap": 30},
     }
     for section, values in sections.items():
         cfg.setdefault(section, {}).update(values)
     return cfg
+
+
+# training.parallel_parts as a user's run has it (nmt's default: two parts side by side on two cores)
+DEFAULT_PARTS = {"parallel_parts": 0}
 
 
 def write_config(path: Path, cfg: dict) -> Path:

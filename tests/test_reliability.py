@@ -21,7 +21,7 @@ import pytest
 from nmt.checkpoints import checkpoint_values
 from nmt.config import config_from_dict
 from nmt.training import train
-from tests.conftest import invoke, tiny_config, write_config
+from tests.conftest import DEFAULT_PARTS, invoke, tiny_config, write_config
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 NMT = [sys.executable, "-m", "nmt.cli"]
@@ -48,10 +48,39 @@ def start_and_stop(cmd: list[str], log: Path, after_step: int, sig: int, delay: 
     return proc.returncode, err, step
 
 
+def interrupt_in_process(config: Path, log: Path, after_step: int) -> tuple[int, str]:
+    """``nmt train --config config --resume`` in this process, sent SIGINT (as Ctrl-C) from a thread once
+    train.log passes ``after_step``: ``(exit code, stderr)``. A SIGINT that arrives when training's own
+    handler is not installed fails the test instead of interrupting pytest."""
+    import threading
+
+    late: list[int] = []
+    stop_polling = threading.Event()
+
+    def send() -> None:
+        while not stop_polling.is_set():
+            if logged_step(log) >= after_step:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.005)
+
+    guard = signal.signal(signal.SIGINT, lambda signum, frame: late.append(signum))
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        sender.start()
+        result = invoke("train", "--config", str(config), "--resume")
+    finally:
+        stop_polling.set()
+        sender.join()
+        signal.signal(signal.SIGINT, guard)
+    assert not late, "SIGINT arrived outside training"
+    return result.exit_code, result.stderr
+
+
 def test_killed_and_signalled_runs_resume_to_the_same_weights(corpus_dir, prepared, tmp_path):
     """SIGKILL at a random step, then SIGTERM, then SIGINT, then resume: same losses and weights as no fault."""
     every = 5
-    opts = {"max_steps": 40, "checkpoint_every": every, "validate_every": 20, "log_every": 1}
+    opts = {"max_steps": 40, "checkpoint_every": every, "validate_every": 20, "log_every": 1, **DEFAULT_PARTS}
     model = {"dropout": 0.2}
     reference = train(config_from_dict(tiny_config(corpus_dir, model=model,
                                                    training={"run_dir": str(tmp_path / "ref"), **opts})),
@@ -64,10 +93,14 @@ def test_killed_and_signalled_runs_resume_to_the_same_weights(corpus_dir, prepar
     rc, err, killed_at = start_and_stop([*NMT, "train", "--config", str(path)], log, rng.randint(6, 12),
                                         signal.SIGKILL, rng.uniform(0, 0.1))
     assert rc == -signal.SIGKILL, err
+    # SIGTERM to a process of its own; SIGINT (the same handler) to this process, saving one start-up
     for sig in (signal.SIGTERM, signal.SIGINT):
         before = logged_step(log)
-        rc, err, _ = start_and_stop([*NMT, "train", "--config", str(path), "--resume"], log,
-                                    before + rng.randint(3, 6), sig, rng.uniform(0, 0.1))
+        if sig == signal.SIGTERM:
+            rc, err, _ = start_and_stop([*NMT, "train", "--config", str(path), "--resume"], log,
+                                        before + rng.randint(3, 6), sig, rng.uniform(0, 0.1))
+        else:
+            rc, err = interrupt_in_process(path, log, before + rng.randint(3, 6))
         lines = err.strip().splitlines()
         resumed = next(line for line in lines if line.startswith("resumed from") or "no checkpoint yet" in line)
         if sig == signal.SIGTERM:
