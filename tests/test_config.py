@@ -46,6 +46,8 @@ def test_wrong_types_and_ranges_name_file_and_key():
     assert "decoding.precision must be one of 'float32', 'bfloat16'" in error_of({"decoding": {"precision": "fp16"}})
     assert "training.parallel_parts must be <= 64" in error_of({"training": {"parallel_parts": 65}})
     assert "training.threads must be >= 0" in error_of({"training": {"threads": -1}})
+    msg = error_of({}, ["training.decay=cosin"])  # a --set value is checked as the file's own would be
+    assert msg.startswith("exp.yaml: training.decay must be one of 'none', ") and "did you mean 'cosine'" in msg
 
 
 def test_cross_key_rules():
