@@ -108,7 +108,8 @@ class TrainingConfig:
     max_minutes: float | None = _opt(None, "stop after this much wall time (null: no limit)",
                                      min=0.0, min_exclusive=True)
     num_sampled: int = _opt(512, "sampled-softmax candidates; 0 (or >= vocab) means full softmax", min=0)
-    sampler_distortion: float = _opt(1.0, "unigram counts are raised to this power before sampling", min=0.0, max=1.0)
+    sampler_distortion: float = _opt(1.0, "sampled-softmax candidates are drawn by (unigram count + 1) ** this "
+                                      "(lower: rare pieces are negatives more often; 0: uniform)", min=0.0, max=1.0)
     label_smoothing: float = _opt(0.0, "label smoothing of the full-softmax loss", min=0.0, max=0.5)
     learning_rate: float = _opt(0.001, "peak Adam learning rate", min=0.0, min_exclusive=True)
     optimizer: Literal["adam", "lazy_adam"] = _opt(

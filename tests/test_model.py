@@ -199,6 +199,22 @@ def test_sampled_softmax_equals_tensorflow_with_accidental_hits_removed():
     assert int(tf.reduce_min(sampled)) >= 1  # padding is never drawn
 
 
+def test_sampler_draws_by_count_to_the_distortion_power():
+    """Candidates are drawn by (count + 1) ** distortion (padding never), and the expected counts the loss
+    corrects by are num_sampled times those probabilities."""
+    counts = np.array([0, 0, 0, 5000, 3, 99, 899, 8099])
+    for distortion in (1.0, 0.5, 0.0):
+        want = np.power(counts + 1.0, distortion)
+        want[0] = 0.0
+        want /= want.sum()
+        sampler = UnigramSampler(counts, num_sampled=200_000, distortion=distortion)
+        sampled, true_exp, sampled_exp = sampler.sample(tf.constant([4, 7]), tf.constant([1, 2], tf.int64))
+        got = np.bincount(sampled.numpy(), minlength=len(counts)) / 200_000
+        np.testing.assert_allclose(got, want, atol=0.004, err_msg=str(distortion))
+        np.testing.assert_allclose(true_exp.numpy(), 200_000 * want[[4, 7]], rtol=1e-4)
+        np.testing.assert_allclose(sampled_exp.numpy()[:50], 200_000 * want[sampled.numpy()[:50]], rtol=1e-4)
+
+
 def test_full_softmax_loss_and_gradient_match_keras_with_and_without_label_smoothing():
     logits = tf.random.normal([4, 3, 9]) * 3.0
     labels = tf.constant(np.random.default_rng(0).integers(0, 9, [4, 3]), tf.int32)
