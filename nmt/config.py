@@ -107,7 +107,8 @@ class TrainingConfig:
     max_steps: int = _opt(20_000, "stop after this many updates", min=1, max=10**12)
     max_minutes: float | None = _opt(None, "stop after this much wall time (null: no limit)",
                                      min=0.0, min_exclusive=True)
-    num_sampled: int = _opt(512, "sampled-softmax candidates; 0 (or >= vocab) means full softmax", min=0)
+    num_sampled: int = _opt(512, "sampled-softmax candidates drawn per step (repeats merged into one column); "
+                                 "0 (or >= vocab) means full softmax", min=0)
     sampler_distortion: float = _opt(1.0, "sampled-softmax candidates are drawn by (unigram count + 1) ** this "
                                       "(lower: rare pieces are negatives more often; 0: uniform)", min=0.0, max=1.0)
     label_smoothing: float = _opt(0.0, "label smoothing of the full-softmax loss", min=0.0, max=0.5)
@@ -134,7 +135,8 @@ class TrainingConfig:
     validate_max_sentences: int = _opt(1000, "dev sentences translated for BLEU at each validation", min=1)
     patience: int = _opt(0, "validations without dev BLEU gain before stopping (0: never stop early)", min=0)
     xla: Literal["auto", "on", "off"] = _opt(
-        "auto", "XLA-compile the train step (auto: off; it recompiles per batch shape and measured slower on CPUs)")
+        "auto", "XLA-compile the train step (auto: off; it recompiles per batch shape and measured slower on CPUs; "
+                "on: the sampler draws other candidates from the same seed and keeps their repeats)")
     mixed_precision: Literal["auto", "on", "off"] = _opt("auto", "float16 compute with float32 loss (auto: GPUs only)")
     precision: Literal["float32", "bfloat16"] = _opt(
         "float32", "matmuls of the training step on CPUs: bfloat16 multiplies at the CPU's bfloat16 speed (AVX-512 "

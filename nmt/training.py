@@ -338,7 +338,7 @@ class Trainer:
     def _loss(self, src, tgt_in, tgt_out, training: bool, seed=None):
         import tensorflow as tf
 
-        from nmt.losses import full_softmax_loss, sampled_softmax_loss
+        from nmt.losses import full_softmax_loss, merge_duplicate_candidates, sampled_softmax_loss
 
         hidden = self.model((src, tgt_in), training=training)
         mask = tf.not_equal(tgt_out, 0)
@@ -346,6 +346,8 @@ class Trainer:
             flat = tf.reshape(hidden, [-1, hidden.shape[-1]])
             labels = tf.reshape(tgt_out, [-1])
             sampled, true_exp, sampled_exp = self.sampler.sample(labels, seed)
+            if not self.xla:  # the same loss from fewer columns (a shape XLA cannot compile)
+                sampled, sampled_exp = merge_duplicate_candidates(sampled, sampled_exp)
             proj = self.model.projection
             losses = sampled_softmax_loss(proj.weights_by_row(), proj.bias, labels, flat,
                                           sampled, true_exp, sampled_exp)

@@ -6,7 +6,9 @@
    decoder's [64, 512] x [512, 8000] projection, one chain per thread): the machine's practical peak.
 2. nmt's training step in GFLOP/s: FLOPs are counted from the model's shape (every matmul,
    2 FLOPs per multiply-add, forward; backward = 2x forward, so a step is 3x forward) over the
-   batch's padded positions, divided by the measured step time. ``ceiling_tokens_per_second`` is
+   batch's padded positions, divided by the measured step time. The sampled softmax' product is
+   counted at its columns: the expected number of distinct candidates (``sampled_columns``; nmt
+   merges repeated draws). ``ceiling_tokens_per_second`` is
    the speed the same FLOPs would give at the matmul peak: no float32 implementation of this
    model and loss can train faster on this machine.
 3. Greedy decoding of the test split in GFLOP/s, every sentence held to ``--decode-steps``
@@ -87,8 +89,9 @@ def matmul_gflops(m: int, k: int, n: int, seconds: float = 2.0, chains: int = 1,
     return statistics.median(rates)
 
 
-def forward_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: int) -> float:
-    """Matmul FLOPs of one forward pass over padded widths ``src_w``, ``tgt_w``.
+def forward_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: float) -> float:
+    """Matmul FLOPs of one forward pass over padded widths ``src_w``, ``tgt_w``; ``sampled``: the columns
+    of the sampled-softmax product besides the true piece's (0: the full softmax).
 
     The same count serves greedy decoding of ``tgt_w`` steps (``sampled`` 0): a decoding step runs
     the matmuls of one teacher-forced position, with the full-vocabulary projection.
@@ -107,7 +110,7 @@ def forward_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: 
     return float(batch * (enc + keys + dec + query + scores + attentional + out))
 
 
-def step_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: int) -> float:
+def step_flops(cfg, src_w: int, tgt_w: int, batch: int, vocab: int, sampled: float) -> float:
     """FLOPs of one training step for padded widths ``src_w``, ``tgt_w``: backward = 2x forward."""
     return 3.0 * forward_flops(cfg, src_w, tgt_w, batch, vocab, sampled)
 
@@ -269,6 +272,8 @@ def main() -> None:
     batches = [trainer.planner.make_batch(rows) for rows in plan]
     vocab = trainer.data.tgt_vocab_size
     sampled = args.num_sampled if 0 < args.num_sampled < vocab else 0
+    # the sampled product has one column per distinct candidate (repeats merged), on average this many
+    columns = trainer.sampler.expected_distinct() if sampled and not trainer.xla else sampled
     for b in batches[:10]:
         trainer._train_step(*[tf.constant(x) for x in b])
     flops, tokens, start = 0.0, 0.0, time.perf_counter()
@@ -276,13 +281,14 @@ def main() -> None:
     for src, tgt_in, tgt_out in measured:
         _, n = trainer._train_step(tf.constant(src), tf.constant(tgt_in), tf.constant(tgt_out))
         tokens += float(n)
-        flops += step_flops(cfg, src.shape[1], tgt_out.shape[1], src.shape[0], vocab, sampled)
+        flops += step_flops(cfg, src.shape[1], tgt_out.shape[1], src.shape[0], vocab, columns)
     seconds = time.perf_counter() - start
     achieved = flops / seconds / 1e9
     padded = sum(int(np.prod(b[2].shape)) for b in measured)
     steps = len(measured)
     print(json.dumps({"bench": "train_step_flops", "vocab": vocab, "loss": "sampled" if sampled else "full",
-                      "num_sampled": sampled, "precision": args.precision, "optimizer": args.optimizer,
+                      "num_sampled": sampled, "sampled_columns": round(columns, 1), "precision": args.precision,
+                      "optimizer": args.optimizer,
                       "dropout": args.dropout, "steps": steps,
                       "target_tokens_per_second": round(tokens / seconds),
                       "padding_share": round(1 - tokens / padded, 3), "gflop_per_step": round(flops / steps / 1e9, 2),
@@ -304,7 +310,7 @@ def main() -> None:
                           **info}), flush=True)
     if profiled:
         # the same batches unprofiled first (median of 3 passes), then under the profiler
-        gflop = sum(step_flops(cfg, s.shape[1], t.shape[1], s.shape[0], vocab, sampled)
+        gflop = sum(step_flops(cfg, s.shape[1], t.shape[1], s.shape[0], vocab, columns)
                     for s, _, t in profiled) / len(profiled) / 1e9
         profiled = [[tf.constant(x) for x in b] for b in profiled]
         passes = [1e3 * time_steps(trainer._train_step, profiled) / len(profiled) for _ in range(3)]

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from nmt.config import ModelConfig
-from nmt.losses import UnigramSampler, full_softmax_loss, sampled_softmax_loss
+from nmt.losses import UnigramSampler, full_softmax_loss, merge_duplicate_candidates, sampled_softmax_loss
 from nmt.model import BahdanauAttention, build_model, gru
 from nmt.model.ops import matmul_precision
 from nmt.optimizers import FusedAdam, LazyAdam
@@ -199,9 +199,34 @@ def test_sampled_softmax_equals_tensorflow_with_accidental_hits_removed():
     assert int(tf.reduce_min(sampled)) >= 1  # padding is never drawn
 
 
+def test_merging_repeated_candidates_keeps_the_loss_and_its_gradients():
+    """Training folds repeated draws into one column each (expected count / repeats): the same losses and
+    gradients as the draws themselves, accidental hits included, from fewer columns."""
+    tf.random.set_seed(2)
+    vocab, hidden, n = 12, 6, 10
+    weights, biases = tf.Variable(tf.random.normal([vocab, hidden])), tf.Variable(tf.random.normal([vocab]))
+    inputs = tf.Variable(tf.random.normal([n, hidden]))
+    labels = tf.constant(np.arange(n) % 5 + 1, tf.int64)
+    sampler = UnigramSampler(np.arange(vocab) ** 2, num_sampled=40, distortion=1.0)
+    sampled, true_exp, sampled_exp = sampler.sample(labels, tf.constant([5, 6], tf.int64))
+    distinct, distinct_exp = merge_duplicate_candidates(sampled, sampled_exp)
+    assert sorted(distinct.numpy()) == sorted(set(sampled.numpy())) and len(distinct) < 20 < len(sampled)
+    assert bool(tf.reduce_any(tf.equal(labels[:, None], distinct[None, :])))  # accidental hits covered
+    results = []
+    for candidates, expected in ((sampled, sampled_exp), (distinct, distinct_exp)):
+        with tf.GradientTape() as tape:
+            loss = sampled_softmax_loss(weights, biases, labels, inputs, candidates, true_exp, expected)
+            total = tf.reduce_sum(loss * tf.range(1.0, n + 1.0))  # weight the rows differently
+        grads = tape.gradient(total, [weights, biases, inputs])
+        results.append([loss.numpy()] + [tf.convert_to_tensor(g).numpy() for g in grads])
+    for draws, merged in zip(*results):
+        np.testing.assert_allclose(merged, draws, rtol=1e-5, atol=1e-5)
+
+
 def test_sampler_draws_by_count_to_the_distortion_power():
-    """Candidates are drawn by (count + 1) ** distortion (padding never), and the expected counts the loss
-    corrects by are num_sampled times those probabilities."""
+    """Candidates are drawn by (count + 1) ** distortion (padding never), the expected counts the loss
+    corrects by are num_sampled times those probabilities, and the sampler's expectations of what a step's
+    draws hold (each id's inclusion, the distinct count) match real draws."""
     counts = np.array([0, 0, 0, 5000, 3, 99, 899, 8099])
     for distortion in (1.0, 0.5, 0.0):
         want = np.power(counts + 1.0, distortion)
@@ -213,6 +238,13 @@ def test_sampler_draws_by_count_to_the_distortion_power():
         np.testing.assert_allclose(got, want, atol=0.004, err_msg=str(distortion))
         np.testing.assert_allclose(true_exp.numpy(), 200_000 * want[[4, 7]], rtol=1e-4)
         np.testing.assert_allclose(sampled_exp.numpy()[:50], 200_000 * want[sampled.numpy()[:50]], rtol=1e-4)
+        # what a step of 6 draws holds: each id's chance to be among them, and their distinct count (the
+        # draws are independent: 2,000 steps of 6 are the first 12,000 of the draws above, 6 at a time)
+        sampler = UnigramSampler(counts, num_sampled=6, distortion=distortion)
+        draws = sampled.numpy()[:12_000].reshape(2000, 6)
+        among = np.mean([np.bincount(d, minlength=len(counts)) > 0 for d in draws], axis=0)
+        np.testing.assert_allclose(sampler.inclusion_probabilities(), among, atol=0.03, err_msg=str(distortion))
+        assert sampler.expected_distinct() == pytest.approx(np.mean([len(set(d)) for d in draws]), rel=0.02)
 
 
 def test_full_softmax_loss_and_gradient_match_keras_with_and_without_label_smoothing():

@@ -8,6 +8,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT, invoke
@@ -167,6 +168,33 @@ def test_bench_optimizer_quick(bench_work, capsys, tmp_path):
     summary = {r["optimizer"]: r for r in rows if r["bench"] == "optimizer_step"}
     assert set(summary) == {"adam", "lazy_adam"} and summary["adam"]["median_speedup_vs_adam"] == 1.0
     assert all(r["median_ms_per_step"] > 0 and len(r["pair_speedups"]) == 2 for r in summary.values())
+
+
+def test_bench_sampler_quick(bench_work, capsys, tmp_path):
+    """bench_sampler.py trains the same run once per distortion and reports its validations; the expected
+    number of distinct candidates it prints is what nmt's sampler really draws."""
+    import tensorflow as tf
+
+    from nmt.config import load_config
+    from nmt.dataset import PreparedData
+    from nmt.losses import UnigramSampler
+
+    rows = run_script("bench_sampler.py", "--quick", "--distortions", "1.0", "0.5", "--work", str(bench_work),
+                      capsys=capsys, tmp_path=tmp_path)
+    valid = [(r["distortion"], r["step"]) for r in rows if r["bench"] == "sampler_validation"]
+    assert valid == [(1.0, 20), (1.0, 40), (0.5, 20), (0.5, 40)]
+    summary = {r["distortion"]: r for r in rows if r["bench"] == "sampler"}
+    assert set(summary) == {1.0, 0.5}
+    for distortion, row in summary.items():
+        assert 0 < row["dev_loss"] < 20 and row["best_dev_bleu"] >= row["dev_bleu"] >= 0
+        assert 0 < row["target_tokens_drawn"] <= 1
+        assert load_config(Path(row["run_dir"]) / "config.yaml").training.sampler_distortion == distortion
+        counts = PreparedData(bench_work / "prepared_v500_quick").unigram_counts
+        sampler = UnigramSampler(counts, row["num_sampled"], distortion)
+        drawn = [len(np.unique(sampler.sample(tf.constant([1]), tf.constant([7, seed]))[0].numpy()))
+                 for seed in range(300)]
+        assert row["expected_distinct_candidates"] == pytest.approx(np.mean(drawn), rel=0.03)
+    assert summary[0.5]["expected_distinct_candidates"] > summary[1.0]["expected_distinct_candidates"] + 5
 
 
 def test_bench_startup_quick(bench_work, capsys, tmp_path):

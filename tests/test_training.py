@@ -6,8 +6,11 @@ import keras
 import pytest
 import tensorflow as tf
 
+import nmt.losses
 from nmt.config import config_from_dict
+from nmt.dataset import PreparedData
 from nmt.errors import NmtError
+from nmt.losses import UnigramSampler
 from nmt.sysinfo import available_cores
 from nmt.training import read_metrics, train
 from tests.conftest import DEFAULT_PARTS, invoke, tiny_config, write_config
@@ -145,11 +148,13 @@ def test_logged_tokens_per_second_leave_validation_time_out(corpus_dir, prepared
 
 
 @pytest.mark.parametrize("placement,num_sampled", [("post", 64), ("feed", 0)])
-def test_batch_parts_side_by_side_make_the_same_updates(corpus_dir, prepared, tmp_path, placement, num_sampled):
+def test_batch_parts_side_by_side_make_the_same_updates(corpus_dir, prepared, tmp_path, monkeypatch, placement,
+                                                        num_sampled):
     """training.parallel_parts cuts each batch into row blocks trained side by side: without dropout the
     losses and weights are those of the whole batch, for uneven blocks and for blocks left empty
     (batches of one sentence with two parts). The learning rate is low enough that the sums' different
-    order of float additions does not flip the sign of Adam's update of a weight whose gradient is ~0."""
+    order of float additions does not flip the sign of Adam's update of a weight whose gradient is ~0.
+    The sampled loss' repeated candidates, merged into one column each, give the losses of the draws."""
     def losses(name, parts, **training):
         cfg = tiny_config(corpus_dir, model={"attention_placement": placement},
                           training={"run_dir": str(tmp_path / name), "max_steps": 12, "validate_every": 100,
@@ -167,6 +172,11 @@ def test_batch_parts_side_by_side_make_the_same_updates(corpus_dir, prepared, tm
     if placement == "post":
         assert losses("one_row_parts", 2, batch_size=1) == pytest.approx(losses("one_row", 1, batch_size=1),
                                                                          rel=1e-5, abs=1e-5)
+        counts = PreparedData(prepared).unigram_counts
+        draws = UnigramSampler(counts, num_sampled).sample(tf.constant([1]), tf.constant([1234, 0], tf.int64))[0]
+        assert len(set(draws.numpy())) < num_sampled - 10  # many repeats to merge
+        monkeypatch.setattr(nmt.losses, "merge_duplicate_candidates", lambda sampled, expected: (sampled, expected))
+        assert losses("draws_as_drawn", 1) == pytest.approx(whole, rel=1e-5, abs=1e-5)
 
 
 def test_training_thread_plan_shares_the_threads_among_parts():

@@ -1,0 +1,125 @@
+#!/usr/bin/env python
+"""What the sampled softmax's candidate distribution does to learning: dev loss and BLEU per distortion.
+
+``training.sampler_distortion`` D draws each step's ``training.num_sampled`` candidates by
+(unigram count + 1) ** D. With D = 1.0 the draws repeat the frequent pieces, so rare pieces are
+seldom negatives and their logits stay high in the full softmax that validation and decoding use.
+For each D, one after another in this process, the script trains the same config (same seed, same
+batches) for ``--steps`` steps, validating every ``--validate-every``, and prints one JSON line per
+validation and one per D: the expected number of distinct pieces among the draws
+(sum over pieces of 1 - (1 - p)^num_sampled) and the expected share of target tokens whose piece is
+among them (the same sum weighted by the pieces' counts), the last dev loss and BLEU (greedy) and the best BLEU.
+A Markdown table of the same figures follows on stderr. The time limit of the config is lifted
+(``training.max_minutes: null``), so every D trains the same number of steps.
+
+    python scripts/bench_sampler.py                        # the quickstart, D = 1.0 0.75 0.5 0.0, 2,000 steps
+    python scripts/bench_sampler.py --config configs/multi30k_en_de.yaml --distortions 1.0 0.5 \\
+        --steps 1500 --validate-every 500
+    python scripts/bench_sampler.py --quick                # tiny model on the bundled sample (< 1 minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
+
+from nmt.sysinfo import tensorflow_environment
+
+tensorflow_environment(quiet=True)  # as the CLI sets TensorFlow up
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def draw_coverage(counts: np.ndarray, num_sampled: int, distortion: float) -> tuple[float, float]:
+    """What ``num_sampled`` draws with replacement hold, each id drawn with probability proportional to
+    (count + 1) ** ``distortion`` (id 0, padding, never), as ``nmt.losses.UnigramSampler`` draws them:
+    the expected number of distinct ids, and the expected share of target tokens (by ``counts``) whose
+    id is among the draws."""
+    c = np.asarray(counts, np.float64)
+    p = np.power(c + 1.0, distortion)
+    p[0] = 0.0
+    p /= p.sum()
+    drawn = 1.0 - np.power(1.0 - p, num_sampled)  # P(id among the draws)
+    return float(drawn.sum()), float((c[1:] * drawn[1:]).sum() / max(c[1:].sum(), 1.0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "configs" / "quickstart_en_fr.yaml"),
+                        help="the run to train (its data must be prepared, or preparable, by its data section)")
+    parser.add_argument("--distortions", nargs="+", type=float, default=[1.0, 0.75, 0.5, 0.0])
+    parser.add_argument("--steps", type=int, default=2000, help="training steps for each distortion")
+    parser.add_argument("--validate-every", type=int, default=1000)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="more config overrides, as nmt train --set takes them")
+    parser.add_argument("--quick", action="store_true", help="tiny model on the bundled sample (< 1 minute)")
+    parser.add_argument("--work", default=str(ROOT / "bench_out"), help="run directories go to <work>/sampler_*")
+    args = parser.parse_args()
+    if args.steps < 1 or args.validate_every < 1:
+        parser.error("--steps and --validate-every must be at least 1")
+    if any(d < 0 for d in args.distortions):
+        parser.error("--distortions must be 0 or more")
+    import tensorflow as tf  # noqa: F401  (imported here, after the environment is set; machine() reports it)
+
+    from nmt.config import config_from_dict, load_config
+    from nmt.errors import NmtError
+    from nmt.prepare import prepare
+    from nmt.sysinfo import machine
+    from nmt.training import Trainer, read_metrics
+
+    work = Path(args.work)
+    steps, every = (40, 20) if args.quick else (args.steps, args.validate_every)
+    base = ["training.max_minutes=null", f"training.max_steps={steps}", f"training.validate_every={every}",
+            "training.patience=0", *args.overrides]
+    info = {**machine(), "steps": steps, "quick": args.quick}
+    summary = []
+    for distortion in args.distortions:
+        run_dir = work / f"sampler_{distortion:g}"
+        overrides = [*base, f"training.sampler_distortion={distortion}", f"training.run_dir={run_dir}"]
+        try:
+            if args.quick:
+                prep = prepared_dir(work, 500, quick=True)
+                cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": TINY_MODEL,
+                                        "training": {"num_sampled": 64, "validate_max_sentences": 50}},
+                                       overrides=overrides)
+            else:
+                cfg = load_config(args.config, overrides)
+                if not (Path(cfg.data.prepared_dir) / "manifest.json").is_file():
+                    prepare(cfg, log=lambda s: print(s, file=sys.stderr))
+            trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
+        except NmtError as exc:
+            sys.exit(f"error: {exc}")
+        trainer.train()
+        t = cfg.training
+        valid = read_metrics(run_dir, "valid")
+        for row in valid:
+            print(json.dumps({"bench": "sampler_validation", "distortion": distortion, "step": row["step"],
+                              "dev_loss": round(row["dev_loss"], 3), "dev_bleu": round(row["dev_bleu"], 2),
+                              **info}), flush=True)
+        counts = trainer.data.unigram_counts
+        distinct, token_share = draw_coverage(counts, t.num_sampled, distortion)
+        row = {"bench": "sampler", "distortion": distortion, "num_sampled": t.num_sampled, "vocab": len(counts),
+               "expected_distinct_candidates": round(distinct, 1), "target_tokens_drawn": round(token_share, 3),
+               "dev_loss": round(valid[-1]["dev_loss"], 3), "dev_bleu": round(valid[-1]["dev_bleu"], 2),
+               "best_dev_bleu": round(max(r["dev_bleu"] for r in valid), 2), "run_dir": str(run_dir), **info}
+        summary.append(row)
+        print(json.dumps(row), flush=True)
+    print(f"\n{steps:,} steps each, validation every {every:,}\n", file=sys.stderr)
+    print("| distortion | distinct pieces in the draws (expected) | target tokens whose piece is drawn | dev loss "
+          "| dev BLEU | best dev BLEU |", file=sys.stderr)
+    print("|---:|---:|---:|---:|---:|---:|", file=sys.stderr)
+    for r in summary:
+        print(f"| {r['distortion']:g} | {r['expected_distinct_candidates']:,.0f} of {r['num_sampled']:,} | "
+              f"{r['target_tokens_drawn']:.0%} | {r['dev_loss']:.3f} | {r['dev_bleu']:.2f} | "
+              f"{r['best_dev_bleu']:.2f} |", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
