@@ -25,8 +25,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchdata import TINY_MODEL, prepared_dir  # noqa: E402
 
@@ -35,19 +33,6 @@ from nmt.sysinfo import tensorflow_environment
 tensorflow_environment(quiet=True)  # as the CLI sets TensorFlow up
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def draw_coverage(counts: np.ndarray, num_sampled: int, distortion: float) -> tuple[float, float]:
-    """What ``num_sampled`` draws with replacement hold, each id drawn with probability proportional to
-    (count + 1) ** ``distortion`` (id 0, padding, never), as ``nmt.losses.UnigramSampler`` draws them:
-    the expected number of distinct ids, and the expected share of target tokens (by ``counts``) whose
-    id is among the draws."""
-    c = np.asarray(counts, np.float64)
-    p = np.power(c + 1.0, distortion)
-    p[0] = 0.0
-    p /= p.sum()
-    drawn = 1.0 - np.power(1.0 - p, num_sampled)  # P(id among the draws)
-    return float(drawn.sum()), float((c[1:] * drawn[1:]).sum() / max(c[1:].sum(), 1.0))
 
 
 def main() -> None:
@@ -96,6 +81,8 @@ def main() -> None:
             trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
         except NmtError as exc:
             sys.exit(f"error: {exc}")
+        if trainer.sampler is None:
+            sys.exit(f"error: {args.config}: training.num_sampled is 0 (the full softmax): no candidates to draw")
         trainer.train()
         t = cfg.training
         valid = read_metrics(run_dir, "valid")
@@ -103,10 +90,11 @@ def main() -> None:
             print(json.dumps({"bench": "sampler_validation", "distortion": distortion, "step": row["step"],
                               "dev_loss": round(row["dev_loss"], 3), "dev_bleu": round(row["dev_bleu"], 2),
                               **info}), flush=True)
-        counts = trainer.data.unigram_counts
-        distinct, token_share = draw_coverage(counts, t.num_sampled, distortion)
-        row = {"bench": "sampler", "distortion": distortion, "num_sampled": t.num_sampled, "vocab": len(counts),
-               "expected_distinct_candidates": round(distinct, 1), "target_tokens_drawn": round(token_share, 3),
+        counts, sampler = trainer.data.unigram_counts[1:], trainer.sampler  # id 0: padding
+        token_share = (counts * sampler.inclusion_probabilities()[1:]).sum() / max(counts.sum(), 1)
+        row = {"bench": "sampler", "distortion": distortion, "num_sampled": t.num_sampled, "vocab": len(counts) + 1,
+               "expected_distinct_candidates": round(sampler.expected_distinct(), 1),
+               "target_tokens_drawn": round(float(token_share), 3),
                "dev_loss": round(valid[-1]["dev_loss"], 3), "dev_bleu": round(valid[-1]["dev_bleu"], 2),
                "best_dev_bleu": round(max(r["dev_bleu"] for r in valid), 2), "run_dir": str(run_dir), **info}
         summary.append(row)
