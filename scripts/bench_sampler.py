@@ -9,8 +9,8 @@ batches) for ``--steps`` steps, validating every ``--validate-every``, and print
 validation and one per D: the expected number of distinct pieces among the draws
 (sum over pieces of 1 - (1 - p)^num_sampled) and the expected share of target tokens whose piece is
 among them (the same sum weighted by the pieces' counts), the last dev loss and BLEU (greedy) and the best BLEU.
-A Markdown table of the same figures follows on stderr. The time limit of the config is lifted
-(``training.max_minutes: null``), so every D trains the same number of steps.
+A Markdown table of the same figures follows on stderr, after the runs' own log lines. The time limit
+of the config is lifted (``training.max_minutes: null``), so every D trains the same number of steps.
 
     python scripts/bench_sampler.py                        # the quickstart, D = 1.0 0.75 0.5 0.0, 2,000 steps
     python scripts/bench_sampler.py --config configs/multi30k_en_de.yaml --distortions 1.0 0.5 \\
@@ -78,7 +78,8 @@ def main() -> None:
                 cfg = load_config(args.config, overrides)
                 if not (Path(cfg.data.prepared_dir) / "manifest.json").is_file():
                     prepare(cfg, log=lambda s: print(s, file=sys.stderr))
-            trainer = Trainer(cfg, overwrite=True, log=lambda s: None)
+            progress = (lambda s: None) if args.quick else (lambda s: print(s, file=sys.stderr, flush=True))
+            trainer = Trainer(cfg, overwrite=True, log=progress)
         except NmtError as exc:
             sys.exit(f"error: {exc}")
         if trainer.sampler is None:
