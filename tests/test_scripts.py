@@ -170,27 +170,33 @@ def test_bench_optimizer_quick(bench_work, capsys, tmp_path):
 
 
 def test_bench_sampler_quick(bench_work, capsys, tmp_path):
-    """bench_sampler.py trains the same run once per distortion and reports its validations and what the
-    sampler's draws hold (tests/test_model.py checks those expectations against real draws)."""
+    """bench_sampler.py trains the same run once per distortion and seed and reports its validations, the
+    medians over the seeds and what the sampler's draws hold (tests/test_model.py checks those
+    expectations against real draws, for several distortions)."""
     from nmt.config import load_config
     from nmt.dataset import PreparedData
     from nmt.losses import UnigramSampler
 
-    rows = run_script("bench_sampler.py", "--quick", "--distortions", "1.0", "0.5", "--work", str(bench_work),
-                      capsys=capsys, tmp_path=tmp_path)
-    valid = [(r["distortion"], r["step"]) for r in rows if r["bench"] == "sampler_validation"]
-    assert valid == [(1.0, 20), (1.0, 40), (0.5, 20), (0.5, 40)]
+    rows = run_script("bench_sampler.py", "--quick", "--distortions", "0.5", "--seeds", "5", "6",
+                      "--work", str(bench_work), capsys=capsys, tmp_path=tmp_path)
+    valid = [(r["distortion"], r["seed"], r["step"]) for r in rows if r["bench"] == "sampler_validation"]
+    assert valid == [(0.5, 5, 30), (0.5, 6, 30)]
     summary = {r["distortion"]: r for r in rows if r["bench"] == "sampler"}
-    assert set(summary) == {1.0, 0.5}
+    assert set(summary) == {0.5}
+    counts = PreparedData(bench_work / "prepared_v500_quick").unigram_counts
     for distortion, row in summary.items():
-        assert 0 < row["dev_loss"] < 20 and row["best_dev_bleu"] >= row["dev_bleu"] >= 0
-        assert load_config(Path(row["run_dir"]) / "config.yaml").training.sampler_distortion == distortion
-        counts = PreparedData(bench_work / "prepared_v500_quick").unigram_counts
+        runs = row["runs"]
+        assert row["seeds"] == 2 and [r["seed"] for r in runs] == [5, 6]
+        assert runs[0]["dev_loss"] != runs[1]["dev_loss"]  # the seed is applied
+        assert row["dev_loss"] == pytest.approx(sum(r["dev_loss"] for r in runs) / 2, abs=0.001)  # median of 2
+        for run in runs:
+            assert 0 < run["dev_loss"] < 20 and run["best_dev_bleu"] >= run["dev_bleu"] >= 0
+            saved = load_config(Path(run["run_dir"]) / "config.yaml").training
+            assert (saved.sampler_distortion, saved.seed) == (distortion, run["seed"])
         sampler = UnigramSampler(counts, row["num_sampled"], distortion)
         assert row["expected_distinct_candidates"] == pytest.approx(sampler.expected_distinct(), abs=0.05)
         share = (counts[1:] * sampler.inclusion_probabilities()[1:]).sum() / counts[1:].sum()
         assert row["target_tokens_drawn"] == pytest.approx(share, abs=0.0005)
-    assert summary[0.5]["expected_distinct_candidates"] > summary[1.0]["expected_distinct_candidates"] + 5
 
 
 def test_bench_startup_quick(bench_work, capsys, tmp_path):
