@@ -61,6 +61,7 @@ def main() -> None:
     import tensorflow as tf  # noqa: F401  (imported here, after the environment is set; machine() reports it)
 
     from nmt.config import config_from_dict, load_config
+    from nmt.dataset import PreparedData
     from nmt.errors import NmtError
     from nmt.prepare import prepare
     from nmt.sysinfo import machine
@@ -87,12 +88,14 @@ def main() -> None:
                 cfg = load_config(args.config, overrides)
                 if not (Path(cfg.data.prepared_dir) / "manifest.json").is_file():
                     prepare(cfg, log=lambda s: print(s, file=sys.stderr))
+            vocab = PreparedData(cfg.data.prepared_dir, verify=False).tgt_vocab_size
+            if not 0 < cfg.training.num_sampled < vocab:  # checked before the run directory is written
+                sys.exit(f"error: training.num_sampled is {cfg.training.num_sampled}: the full softmax for a "
+                         f"target vocabulary of {vocab}, no candidates to draw")
             progress = (lambda s: None) if args.quick else (lambda s: print(s, file=sys.stderr, flush=True))
             trainer = Trainer(cfg, overwrite=True, log=progress)
         except NmtError as exc:
             sys.exit(f"error: {exc}")
-        if trainer.sampler is None:
-            sys.exit(f"error: {args.config}: training.num_sampled is 0 (the full softmax): no candidates to draw")
         trainer.train()
         return trainer, read_metrics(work / name, "valid")
 
@@ -113,7 +116,8 @@ def main() -> None:
         counts, sampler = trainer.data.unigram_counts[1:], trainer.sampler  # id 0: padding
         token_share = (counts * sampler.inclusion_probabilities()[1:]).sum() / max(counts.sum(), 1)
         row = {"bench": "sampler", "distortion": distortion, "num_sampled": sampler.num_sampled,
-               "vocab": len(counts) + 1, "expected_distinct_candidates": round(sampler.expected_distinct(), 1),
+               "vocab": trainer.data.tgt_vocab_size,
+               "expected_distinct_candidates": round(sampler.expected_distinct(), 1),
                "target_tokens_drawn": round(float(token_share), 3), "seeds": len(runs),
                **{key: round(statistics.median(r[key] for r in runs), 3)
                   for key in ("dev_loss", "dev_bleu", "best_dev_bleu")},

@@ -199,6 +199,25 @@ def test_bench_sampler_quick(bench_work, capsys, tmp_path):
         assert row["target_tokens_drawn"] == pytest.approx(share, abs=0.0005)
 
 
+@pytest.mark.parametrize("extra,message", [
+    (["--distortions", "0.5", "--set", "training.num_sampled=0"],
+     "error: training.num_sampled is 0: the full softmax for a target vocabulary of 500, no candidates to draw"),
+    (["--distortions", "1.5"], "training.sampler_distortion")])
+def test_bench_sampler_rejects_a_run_it_cannot_compare(extra, message, bench_work):
+    """A full-softmax run (no candidates) or a distortion out of range stops with one line before any run
+    directory is written."""
+    prepared_dir = runpy.run_path(str(ROOT / "scripts" / "benchdata.py"))["prepared_dir"]
+    work = bench_work / "sampler_rejects"
+    work.mkdir(exist_ok=True)
+    if not (work / "prepared_v500_quick").exists():  # the bundled sample, prepared once for the module
+        (work / "prepared_v500_quick").symlink_to(prepared_dir(bench_work, 500, quick=True))
+    with pytest.raises(SystemExit) as stop:
+        run_main("bench_sampler.py", "--quick", *extra, "--work", str(work))
+    assert isinstance(stop.value.code, str) and stop.value.code.startswith("error: ")
+    assert message in stop.value.code and "\n" not in stop.value.code
+    assert [p.name for p in work.iterdir()] == ["prepared_v500_quick"]  # no run directory
+
+
 def test_bench_startup_quick(bench_work, capsys, tmp_path):
     """bench_startup.py times a fresh process' start-up, training and translating, per source tree."""
     rows = run_script("bench_startup.py", "--quick", "--repeats", "1", "--work", str(bench_work),
@@ -293,7 +312,9 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
     ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'"),
     ("bench_startup.py", ["--repeats", "0"], "--repeats must be at least 1"),
     ("bench_startup.py", ["--trees", "nowhere"], "holds no nmt/__init__.py"),
-    ("bench_translate.py", ["--quick", "--profile", "-1"], "--profile must be 0 or more")])
+    ("bench_translate.py", ["--quick", "--profile", "-1"], "--profile must be 0 or more"),
+    ("bench_sampler.py", ["--quick", "--steps", "0"], "--steps and --validate-every must be at least 1"),
+    ("bench_sampler.py", ["--quick", "--seeds", "-3"], "--distortions and --seeds must be 0 or more")])
 def test_bench_scripts_reject_bad_optimizer_and_toolkit_arguments(script, extra, message, capsys, tmp_path):
     """A bad count, optimizer or toolkit name stops at once with a one-line usage error, nothing written."""
     code, err = usage_error(script, *extra, "--work", str(tmp_path / "work"), capsys=capsys)
