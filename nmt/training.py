@@ -331,6 +331,10 @@ class Trainer:
         # XLA recompiles for every batch shape and measured slower on CPUs (docs/benchmarks.md),
         # so ``auto`` leaves it off.
         self.xla = t.xla == "on"
+        # Repeated sampled candidates are merged into one column each (the same loss from fewer
+        # columns; a shape XLA cannot compile). Read when the step is traced: a benchmark switch
+        # (scripts/bench_optimizer.py --unmerged), not a setting.
+        self.merge_candidates = not self.xla
         self._train_step = self._make_train_step()
         self._eval_step = self._make_eval_step()
 
@@ -346,7 +350,7 @@ class Trainer:
             flat = tf.reshape(hidden, [-1, hidden.shape[-1]])
             labels = tf.reshape(tgt_out, [-1])
             sampled, true_exp, sampled_exp = self.sampler.sample(labels, seed)
-            if not self.xla:  # the same loss from fewer columns (a shape XLA cannot compile)
+            if self.merge_candidates:
                 sampled, sampled_exp = merge_duplicate_candidates(sampled, sampled_exp)
             proj = self.model.projection
             losses = sampled_softmax_loss(proj.weights_by_row(), proj.bias, labels, flat,

@@ -11,6 +11,11 @@ optimizer the median, and the median of the per-pair ratios against the first op
     python scripts/bench_optimizer.py                         # sampled 1,024, 40 batches, 8 passes
     python scripts/bench_optimizer.py --num-sampled 0         # full softmax (dense projection gradient)
     python scripts/bench_optimizer.py --quick                 # tiny model on the bundled sample, < 1 minute
+    python scripts/bench_optimizer.py --optimizers adam --unmerged   # Adam with and without merged candidates
+
+``--unmerged`` adds, for each optimizer, a Trainer that keeps repeated sampled candidates as separate
+columns (``nmt.losses.merge_duplicate_candidates`` left out: the same loss from more columns), named
+"<optimizer> unmerged", so the merge's gain is measured the same way.
 """
 
 from __future__ import annotations
@@ -38,11 +43,19 @@ def main() -> None:
     parser.add_argument("--num-sampled", type=int, default=1024, help="sampled-softmax candidates (0: full softmax)")
     parser.add_argument("--steps", type=int, default=40, help="batches per pass")
     parser.add_argument("--passes", type=int, default=8, help="alternated passes per optimizer")
+    parser.add_argument("--unmerged", action="store_true",
+                        help="also each optimizer with repeated sampled candidates left unmerged")
+    parser.add_argument("--sampler-distortion", type=float, default=None,
+                        help="training.sampler_distortion (default: nmt's)")
     parser.add_argument("--quick", action="store_true", help="tiny model on the bundled sample (< 1 minute)")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     args = parser.parse_args()
     if args.steps < 1 or args.passes < 1 or args.num_sampled < 0:
         parser.error("--steps and --passes must be at least 1, --num-sampled at least 0")
+    if args.unmerged and args.num_sampled == 0:
+        parser.error("--unmerged needs sampled softmax (--num-sampled > 0)")
+    if args.sampler_distortion is not None and not 0 <= args.sampler_distortion <= 1:
+        parser.error("--sampler-distortion must be between 0 and 1 (training.sampler_distortion)")
     import tensorflow as tf
 
     from nmt.config import TrainingConfig, config_from_dict
@@ -56,27 +69,33 @@ def main() -> None:
     num_sampled = min(args.num_sampled, 128) if args.quick else args.num_sampled  # the sample's vocabulary: 500
     work = Path(args.work)
     prep = prepared_dir(work, 500 if args.quick else 8000, args.quick)
+    sampler = {} if args.sampler_distortion is None else {"sampler_distortion": args.sampler_distortion}
+    variants = [(name, merged) for name in args.optimizers for merged in ((True, False) if args.unmerged else (True,))]
     trainers = {}
-    for name in args.optimizers:
+    for name, merged in variants:
+        label = name if merged else f"{name} unmerged"
         cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**(TINY_MODEL if args.quick else {}),
                                                                                "dropout": 0.0},
-                                "training": {"run_dir": str(work / f"run_optimizer_{name}"), "max_steps": 1,
-                                             "num_sampled": num_sampled, "parallel_parts": parts,
-                                             "optimizer": name}})
-        trainers[name] = Trainer(cfg, overwrite=True, log=lambda s: None)
-    first = trainers[args.optimizers[0]]
+                                "training": {"run_dir": str(work / f"run_optimizer_{label.replace(' ', '_')}"),
+                                             "max_steps": 1, "num_sampled": num_sampled, "parallel_parts": parts,
+                                             "optimizer": name, **sampler}})
+        trainers[label] = Trainer(cfg, overwrite=True, log=lambda s: None)
+        trainers[label].merge_candidates = merged  # read when the step is traced, at its first call below
+    names = list(trainers)
+    first = trainers[names[0]]
     batches = [[tf.constant(x) for x in first.planner.make_batch(rows)] for rows in first.planner.plan(0)[:steps + 5]]
     for trainer in trainers.values():
         for batch in batches[:5]:
             trainer._train_step(*batch)
-    info = {**machine(), "num_sampled": num_sampled, "steps": steps, "parallel_parts": parts, "quick": args.quick}
+    info = {**machine(), "num_sampled": num_sampled, "sampler_distortion": first.cfg.training.sampler_distortion,
+            "steps": steps, "parallel_parts": parts, "quick": args.quick}
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for p in range(passes):
-        for name in args.optimizers if p % 2 == 0 else args.optimizers[::-1]:
+        for name in names if p % 2 == 0 else names[::-1]:
             times[name].append(1e3 * time_steps(trainers[name]._train_step, batches[5:]) / steps)
             print(json.dumps({"bench": "optimizer_pass", "optimizer": name, "pass": p,
                               "ms_per_step": round(times[name][-1], 2), **info}), flush=True)
-    base = args.optimizers[0]
+    base = names[0]
     for name, ms in times.items():
         ratios = [b / m for b, m in zip(times[base], ms)]
         print(json.dumps({"bench": "optimizer_step", "optimizer": name, "passes": passes,

@@ -18,7 +18,10 @@ Every toolkit gets the same data, the same model and the same threads:
   matmuls in bfloat16 on CPUs with AVX-512 BF16 or AMX, everything else float32; opt-in, not nmt's
   default) and decodes as the ``nmt`` row does; the ``nmt-lazy`` row trains it with
   ``training.optimizer: lazy_adam`` (Adam that updates only the embedding and output rows a batch's
-  sparse gradients touch, as OpenNMT-tf's LazyAdam; opt-in, not nmt's default).
+  sparse gradients touch, as OpenNMT-tf's LazyAdam; opt-in, not nmt's default). The peers' TensorFlow
+  keeps its own default for oneDNN (on with AVX-512 and the like, off on AVX2-only CPUs; nmt always turns
+  it on); the ``opennmt-tf-onednn`` row runs OpenNMT-tf with ``TF_ENABLE_ONEDNN_OPTS=1`` as well, for
+  CPUs where that default is off.
 
 Each repeat trains every toolkit in turn (alternated, so machine noise falls on all of them) for
 ``--warmup + --steps`` steps and reads the toolkit's own tokens/s log lines after the warm-up
@@ -52,6 +55,7 @@ The peers are installed from PyPI into their own virtual environments under --ve
     python scripts/bench_peers.py --repeats 5 --toolkits nmt joeynmt
     python scripts/bench_peers.py --toolkits nmt nmt-bf16 opennmt-tf   # nmt-bf16: training.precision bfloat16
     python scripts/bench_peers.py --toolkits nmt nmt-lazy opennmt-tf   # nmt-lazy: training.optimizer lazy_adam
+    python scripts/bench_peers.py --toolkits nmt opennmt-tf opennmt-tf-onednn  # OpenNMT-tf with oneDNN forced on
 Prints one JSON line per measurement, then medians as JSON lines and a Markdown table.
 """
 
@@ -174,7 +178,11 @@ def own_decode_seconds(log: str, lines: int, repeats: int) -> float | None:
 
 
 def thread_env(threads: int) -> dict:
+    """The environment every toolkit runs in: the same threads for all, and TensorFlow's own choice of
+    oneDNN (``TF_ENABLE_ONEDNN_OPTS`` unset: on for CPUs with AVX-512 and the like, off on AVX2-only
+    ones; nmt sets it on for itself, the ``opennmt-tf-onednn`` row does for OpenNMT-tf)."""
     env = dict(os.environ)
+    env.pop("TF_ENABLE_ONEDNN_OPTS", None)
     env.update({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
                 "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(threads),
                 "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""})
@@ -457,7 +465,8 @@ def main() -> None:
                              "with 1, nmt's 1-3 s of decoding is within the noise of two process start-ups)")
     parser.add_argument("--toolkits", nargs="+", default=["nmt", "nmt-bf16", "nmt-feed", "nmt-full", "joeynmt",
                                                                  "opennmt-tf"],
-                        choices=["nmt", "nmt-bf16", "nmt-lazy", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf"])
+                        choices=["nmt", "nmt-bf16", "nmt-lazy", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf",
+                                 "opennmt-tf-onednn"])
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
     args = parser.parse_args()
@@ -477,7 +486,7 @@ def main() -> None:
     if "joeynmt" in args.toolkits:
         pythons["joeynmt"] = ensure_venv(venvs / "joeynmt",
                                          [["torch==2.13.0"], ["joeynmt==2.3.0", "importlib_metadata"]])
-    if "opennmt-tf" in args.toolkits:
+    if {"opennmt-tf", "opennmt-tf-onednn"} & set(args.toolkits):
         pythons["opennmt-tf"] = ensure_venv(venvs / "opennmt-tf", [["tensorflow==2.13.1", "opennmt-tf==2.32.0"]])
     print(json.dumps({"machine": machine(), "threads": args.threads, **info}), flush=True)
 
@@ -490,6 +499,8 @@ def main() -> None:
         "nmt-lazy": lambda: nmt_bench(prep, work, "post", 1024, *common, optimizer="lazy_adam"),
         "joeynmt": lambda: joey_bench(pythons["joeynmt"], work, *common),
         "opennmt-tf": lambda: onmt_bench(pythons["opennmt-tf"], work, *common),
+        "opennmt-tf-onednn": lambda: onmt_bench(pythons["opennmt-tf"], work, args.steps, args.warmup, args.threads,
+                                                {**env, "TF_ENABLE_ONEDNN_OPTS": "1"}, args.decode_repeats),
     }
     results: dict[str, list[dict]] = {name: [] for name in args.toolkits}
     for repeat in range(args.repeats):

@@ -176,7 +176,10 @@ def test_bfloat16_matmuls_reach_every_weight_and_gradients_stay_float32():
         a, b = tf.convert_to_tensor(a), tf.convert_to_tensor(b)
         assert b.dtype == tf.float32, var.path
         errors.append(float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(a))))
-    assert 0 < max(errors) < 3e-2, errors  # bfloat16 keeps 8 bits of mantissa: about 0.4% per product
+    # bfloat16 keeps 8 bits of mantissa, about 0.4% per product, and the errors compound along the GRU
+    # loops' chains of products: the largest was 3.0% on an AVX2-only CPU (bfloat16 emulated there);
+    # a wrong gradient is off by order 100%
+    assert 0 < max(errors) < 5e-2, errors
 
 
 def test_sampled_softmax_equals_tensorflow_with_accidental_hits_removed():

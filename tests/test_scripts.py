@@ -160,13 +160,17 @@ def test_bench_loss_quick(capsys, tmp_path):
 
 
 def test_bench_optimizer_quick(bench_work, capsys, tmp_path):
-    """bench_optimizer.py alternates Adam and lazy Adam over the same batches in one process."""
-    rows = run_script("bench_optimizer.py", "--quick", "--work", str(bench_work), capsys=capsys, tmp_path=tmp_path)
+    """bench_optimizer.py alternates Adam and lazy Adam over the same batches in one process, each also
+    with repeated sampled candidates left unmerged (--unmerged)."""
+    rows = run_script("bench_optimizer.py", "--quick", "--unmerged", "--sampler-distortion", "0.5",
+                      "--work", str(bench_work), capsys=capsys, tmp_path=tmp_path)
+    names = ["adam", "adam unmerged", "lazy_adam", "lazy_adam unmerged"]
     passes = [(r["optimizer"], r["pass"]) for r in rows if r["bench"] == "optimizer_pass"]
-    assert passes == [("adam", 0), ("lazy_adam", 0), ("lazy_adam", 1), ("adam", 1)]  # alternated
+    assert passes == [(n, 0) for n in names] + [(n, 1) for n in names[::-1]]  # alternated
     summary = {r["optimizer"]: r for r in rows if r["bench"] == "optimizer_step"}
-    assert set(summary) == {"adam", "lazy_adam"} and summary["adam"]["median_speedup_vs_adam"] == 1.0
-    assert all(r["median_ms_per_step"] > 0 and len(r["pair_speedups"]) == 2 for r in summary.values())
+    assert set(summary) == set(names) and summary["adam"]["median_speedup_vs_adam"] == 1.0
+    assert all(r["median_ms_per_step"] > 0 and len(r["pair_speedups"]) == 2 and r["sampler_distortion"] == 0.5
+               for r in summary.values())
 
 
 def test_bench_sampler_quick(bench_work, capsys, tmp_path):
@@ -307,6 +311,8 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
 @pytest.mark.parametrize("script,extra,message", [
     ("bench_optimizer.py", ["--steps", "0"], COUNTS), ("bench_optimizer.py", ["--num-sampled", "-1"], COUNTS),
     ("bench_optimizer.py", ["--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
+    ("bench_optimizer.py", ["--unmerged", "--num-sampled", "0"], "--unmerged needs sampled softmax"),
+    ("bench_optimizer.py", ["--sampler-distortion", "1.5"], "--sampler-distortion must be between 0 and 1"),
     ("bench_train.py", ["--parts", "0", "--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
     ("bench_train.py", ["--parts", "0", "--losses", "nce"], "argument --losses: invalid choice: 'nce'"),
     ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'"),
