@@ -150,6 +150,11 @@ class TrainingConfig:
     distribution: Literal["auto", "none", "mirrored", "multi_worker"] = _opt(
         "auto", "auto: MirroredStrategy over several GPUs, else one device; multi_worker: the cluster in TF_CONFIG")
 
+    def uses_sampled_softmax(self, vocab_size: int) -> bool:
+        """Whether training draws sampled-softmax candidates for a target vocabulary of ``vocab_size``
+        (``0 < num_sampled < vocab_size``; otherwise the full softmax)."""
+        return 0 < self.num_sampled < vocab_size
+
 
 @dataclass(frozen=True)
 class DecodingConfig:

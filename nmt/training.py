@@ -313,8 +313,7 @@ class Trainer:
                                                   max_to_keep=t.keep_checkpoints, checkpoint_name="ckpt")
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, self.run_dir / "best", max_to_keep=1,
                                                        checkpoint_name="ckpt")
-        vocab_size = self.data.tgt_vocab_size
-        self.sampled = 0 < t.num_sampled < vocab_size
+        self.sampled = t.uses_sampled_softmax(self.data.tgt_vocab_size)
         self.sampler = UnigramSampler(self.data.unigram_counts, t.num_sampled, t.sampler_distortion) \
             if self.sampled else None
         self.planner = BatchPlanner(self.data.split("train"), t.batch_size, t.batch_by, t.bucket_width, t.seed)

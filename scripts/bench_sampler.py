@@ -89,7 +89,7 @@ def main() -> None:
                 if not (Path(cfg.data.prepared_dir) / "manifest.json").is_file():
                     prepare(cfg, log=lambda s: print(s, file=sys.stderr))
             vocab = PreparedData(cfg.data.prepared_dir, verify=False).tgt_vocab_size
-            if not 0 < cfg.training.num_sampled < vocab:  # checked before the run directory is written
+            if not cfg.training.uses_sampled_softmax(vocab):  # checked before the run directory is written
                 sys.exit(f"error: training.num_sampled is {cfg.training.num_sampled}: the full softmax for a "
                          f"target vocabulary of {vocab}, no candidates to draw")
             progress = (lambda s: None) if args.quick else (lambda s: print(s, file=sys.stderr, flush=True))
