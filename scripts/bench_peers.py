@@ -56,7 +56,10 @@ The peers are installed from PyPI into their own virtual environments under --ve
     python scripts/bench_peers.py --toolkits nmt nmt-bf16 opennmt-tf   # nmt-bf16: training.precision bfloat16
     python scripts/bench_peers.py --toolkits nmt nmt-lazy opennmt-tf   # nmt-lazy: training.optimizer lazy_adam
     python scripts/bench_peers.py --toolkits nmt opennmt-tf opennmt-tf-onednn  # OpenNMT-tf with oneDNN forced on
-Prints one JSON line per measurement, then medians as JSON lines and a Markdown table.
+    python scripts/bench_peers.py --combine bench_out/peers_a.jsonl bench_out/peers_b.jsonl  # medians over both
+Prints one JSON line per measurement, then medians as JSON lines and a Markdown table. ``--combine`` runs
+nothing: it pools the per-repeat lines of saved outputs (runs cut short or made in parts, on the same
+machine with the same threads and data) and prints the medians over all their repeats the same way.
 """
 
 from __future__ import annotations
@@ -452,6 +455,86 @@ def markdown_table(table: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def print_medians(results: dict[str, list[dict]], test_sentences: int) -> None:
+    """Print each toolkit's medians over its repeats (JSON lines; a line per decoding variant) and the table."""
+    def own_rate(rows: list[dict], key: str) -> dict:
+        """The toolkit's own decoding speed (nmt's --report-time, JoeyNMT's "Generation took"), a cross-check."""
+        own = [r.get(key) for r in rows]
+        if None in own:
+            return {}
+        return {"own_greedy_sentences_per_second": round(test_sentences / statistics.median(own))}
+
+    table = {}
+    for name, rows in results.items():
+        tps = statistics.median(r["train_tokens_per_second"] for r in rows)
+        dec = statistics.median(r["decode_seconds"] for r in rows)
+        table[name] = {"train_tokens_per_second": round(tps),
+                       "greedy_sentences_per_second": round(test_sentences / dec),
+                       "load_seconds": round(statistics.median(r["load_seconds"] for r in rows), 1),
+                       "hyp_pieces": round(statistics.median(r["hyp_pieces"] for r in rows), 1)}
+        own = own_rate(rows, "own_decode_seconds") or own_rate(rows, "own_generation_seconds")
+        print(json.dumps({"toolkit": name, "median_of": len(rows), **table[name], **own}), flush=True)
+        for label in rows[0].get("variants", {}):  # the same runs, decoded another way
+            decoded = [r["variants"][label] for r in rows if label in r.get("variants", {})]
+            dec = statistics.median(v["decode_seconds"] for v in decoded)
+            table[f"{name} ({label})"] = {
+                **table[name], "greedy_sentences_per_second": round(test_sentences / dec),
+                "hyp_pieces": round(statistics.median(v["hyp_pieces"] for v in decoded), 1),
+                "training_of": name}
+            own = own_rate(decoded, "own_decode_seconds")
+            print(json.dumps({"toolkit": f"{name} ({label})", "median_of": len(decoded),
+                              **table[f"{name} ({label})"], **own}), flush=True)
+    print("\n" + markdown_table(table))
+
+
+#: what must agree between the runs --combine pools: the same machine, threads, data and decoding work
+SAME_IN_COMBINED_RUNS = ("threads", "vocab", "train_sentences", "decode_sentences")
+
+
+def combine_runs(paths: list[Path]) -> tuple[dict, dict[str, list[dict]]]:
+    """The header and the per-repeat lines of several saved outputs of this script, pooled by toolkit.
+
+    Raises ``ValueError`` (naming the file, and the line where it applies) for a file that is not such an
+    output, or one whose machine, threads or data differ from the first file's.
+    """
+    header: dict | None = None
+    results: dict[str, list[dict]] = {}
+    for path in paths:
+        try:
+            lines = path.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path}: cannot be read ({err.strerror or err})") from None
+        rows = []
+        for number, line in enumerate(lines, 1):
+            if line.startswith("{"):
+                try:
+                    rows.append((number, json.loads(line)))
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
+        first = next((row for _, row in rows if "machine" in row), None)
+        if first is None:
+            raise ValueError(f"{path}: no machine line (not an output of bench_peers.py)")
+        if header is None:
+            header = first
+        for key in ("cpu_family_model", "cores"):
+            if first["machine"].get(key) != header["machine"].get(key):
+                raise ValueError(f"{path}: machine {key} {first['machine'].get(key)!r} differs from "
+                                 f"{header['machine'].get(key)!r} in {paths[0]}")
+        for key in SAME_IN_COMBINED_RUNS:
+            if first.get(key) != header.get(key):
+                raise ValueError(f"{path}: {key} {first.get(key)!r} differs from {header.get(key)!r} in {paths[0]}")
+        repeats = [(number, row) for number, row in rows if "repeat" in row and "toolkit" in row]
+        if not repeats:
+            raise ValueError(f"{path}: no per-repeat lines (did bench_peers.py finish a repeat?)")
+        for number, row in repeats:
+            missing = [k for k in ("train_tokens_per_second", "decode_seconds", "load_seconds", "hyp_pieces")
+                       if not isinstance(row.get(k), (int, float))]
+            if missing:
+                raise ValueError(f"{path}, line {number}: {row['toolkit']} has no number for {missing[0]}")
+            results.setdefault(row["toolkit"], []).append(row)
+    return header, results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -469,7 +552,18 @@ def main() -> None:
                                  "opennmt-tf-onednn"])
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
+    parser.add_argument("--combine", nargs="+", type=Path, metavar="JSONL",
+                        help="run nothing: pool the per-repeat lines of these saved outputs (same machine, "
+                             "threads and data) and print the medians over all their repeats and the table")
     args = parser.parse_args()
+    if args.combine:
+        try:
+            header, results = combine_runs(args.combine)
+        except ValueError as err:
+            parser.exit(2, f"bench_peers.py: error: {err}\n")
+        print(json.dumps({**header, "combined": [str(p) for p in args.combine]}), flush=True)
+        print_medians(results, header["decode_sentences"])
+        return
     for name in ("repeats", "steps", "decode_repeats", "decode_copies"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -510,35 +604,8 @@ def main() -> None:
             results[name].append(r)
             print(json.dumps({"toolkit": name, "repeat": repeat, **r}), flush=True)
 
-    test_sentences = info["decode_sentences"]
+    print_medians(results, info["decode_sentences"])
 
-    def own_rate(rows: list[dict], key: str) -> dict:
-        """The toolkit's own decoding speed (nmt's --report-time, JoeyNMT's "Generation took"), a cross-check."""
-        own = [r.get(key) for r in rows]
-        if None in own:
-            return {}
-        return {"own_greedy_sentences_per_second": round(test_sentences / statistics.median(own))}
-
-    table = {}
-    for name, rows in results.items():
-        tps = statistics.median(r["train_tokens_per_second"] for r in rows)
-        dec = statistics.median(r["decode_seconds"] for r in rows)
-        table[name] = {"train_tokens_per_second": round(tps),
-                       "greedy_sentences_per_second": round(test_sentences / dec),
-                       "load_seconds": round(statistics.median(r["load_seconds"] for r in rows), 1),
-                       "hyp_pieces": round(statistics.median(r["hyp_pieces"] for r in rows), 1)}
-        own = own_rate(rows, "own_decode_seconds") or own_rate(rows, "own_generation_seconds")
-        print(json.dumps({"toolkit": name, "median_of": len(rows), **table[name], **own}), flush=True)
-        for label in rows[0].get("variants", {}):  # the same runs, decoded another way
-            dec = statistics.median(r["variants"][label]["decode_seconds"] for r in rows)
-            table[f"{name} ({label})"] = {
-                **table[name], "greedy_sentences_per_second": round(test_sentences / dec),
-                "hyp_pieces": round(statistics.median(r["variants"][label]["hyp_pieces"] for r in rows), 1),
-                "training_of": name}
-            own = own_rate([r["variants"][label] for r in rows], "own_decode_seconds")
-            print(json.dumps({"toolkit": f"{name} ({label})", "median_of": len(rows),
-                              **table[f"{name} ({label})"], **own}), flush=True)
-    print("\n" + markdown_table(table))
 
 if __name__ == "__main__":
     main()

@@ -279,6 +279,46 @@ def test_peers_own_decoding_time_reads_nmt_translate_report_time(trained_run):
     assert own_decode_seconds(synthetic, 2000, 3) == 6.5 - 1.5  # the last 3 of each, medians
 
 
+def test_bench_peers_combines_saved_runs(capsys, tmp_path):
+    """--combine pools the repeats of runs saved in parts (a run cut short, the rest run later) and prints
+    the medians over all of them; a file from another machine, or not an output of the script, stops it
+    with a one-line error naming the file."""
+    header = {"machine": {"cpu": "AMD EPYC", "cores": 2, "cpu_family_model": "25/1/1"}, "threads": 2,
+              "vocab": 8000, "train_sentences": 28996, "decode_sentences": 2000}
+
+    def repeat(toolkit, n, tps, seconds, shortlist=None):
+        row = {"toolkit": toolkit, "repeat": n, "train_tokens_per_second": tps, "decode_seconds": seconds,
+               "load_seconds": 9.0, "hyp_pieces": 29.0}
+        if shortlist:
+            row["variants"] = {"shortlist decoding": {"decode_seconds": shortlist, "hyp_pieces": 29.0}}
+        return row
+
+    first = [header, repeat("nmt", 0, 2600.0, 10.0, 5.0), repeat("joeynmt", 0, 500.0, 40.0),
+             {"toolkit": "nmt", "median_of": 1, "train_tokens_per_second": 2600}]
+    rest = [header, repeat("nmt", 0, 3200.0, 8.0, 4.0), repeat("joeynmt", 0, 480.0, 38.0),
+            repeat("nmt", 1, 2700.0, 12.0, 5.0), repeat("joeynmt", 1, 520.0, 39.0)]
+    paths = [tmp_path / "r0.jsonl", tmp_path / "r12.jsonl"]
+    for path, rows in zip(paths, (first, rest)):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n| table |\n")
+    run_main("bench_peers.py", "--combine", *map(str, paths))
+    out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    rows = {r["toolkit"]: r for r in lines if "toolkit" in r}
+    assert rows["nmt"]["median_of"] == 3 and rows["nmt"]["train_tokens_per_second"] == 2700
+    assert rows["nmt"]["greedy_sentences_per_second"] == 200  # 2,000 sentences / median 10 s
+    assert rows["nmt (shortlist decoding)"]["greedy_sentences_per_second"] == 400
+    assert rows["joeynmt"]["train_tokens_per_second"] == 500 and rows["joeynmt"]["greedy_sentences_per_second"] == 51
+    assert "| joeynmt | 500 | 51 | 9.0 | 29.0 | 5.40x / 3.92x |" in out.splitlines()
+
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({**header, "machine": {**header["machine"], "cpu_family_model": "26/2/0"}})
+                     + "\n" + json.dumps(repeat("nmt", 0, 9000.0, 3.0)) + "\n")
+    for bad, message in ((other, f"{other}: machine cpu_family_model '26/2/0' differs from '25/1/1' in {paths[0]}"),
+                         (tmp_path / "missing.jsonl", f"{tmp_path / 'missing.jsonl'}: cannot be read")):
+        code, err = usage_error("bench_peers.py", "--combine", str(paths[0]), str(bad), capsys=capsys)
+        assert code == 2 and len(err) == 1 and err[0].startswith(f"bench_peers.py: error: {message}")
+
+
 @pytest.mark.parametrize("option", ["--decode-repeats", "--repeats", "--steps"])
 def test_bench_peers_rejects_zero_repeats(option, capsys, tmp_path):
     """A count of 0 stops at once with a one-line usage error (the medians of nothing would fail late)."""
