@@ -44,7 +44,8 @@ first batch, about 1.5 s per process). nmt's row is decoded a second time over a
 (``nmt translate --shortlist``, same checkpoint, same forced 30 steps) and reported as "nmt (shortlist
 decoding)", and with bfloat16 matmuls (``--precision bfloat16``, with and without the shortlist); the peers
 always decode over the whole vocabulary (neither has a shortlist; OpenNMT's vocabulary map
-belongs to its CTranslate2 engine, not to OpenNMT-tf).
+belongs to its CTranslate2 engine, not to OpenNMT-tf). ``--nmt-variants`` chooses which of these
+other decodings run (all by default; each costs 2 x --decode-repeats processes a repeat).
 
 The peers are installed from PyPI into their own virtual environments under --venvs
 (created on first use, several GB for PyTorch and TensorFlow 2.13):
@@ -56,6 +57,7 @@ The peers are installed from PyPI into their own virtual environments under --ve
     python scripts/bench_peers.py --toolkits nmt nmt-bf16 opennmt-tf   # nmt-bf16: training.precision bfloat16
     python scripts/bench_peers.py --toolkits nmt nmt-lazy opennmt-tf   # nmt-lazy: training.optimizer lazy_adam
     python scripts/bench_peers.py --toolkits nmt opennmt-tf opennmt-tf-onednn  # OpenNMT-tf with oneDNN forced on
+    python scripts/bench_peers.py --nmt-variants shortlist     # nmt decoded 2 ways, not 5: a shorter repeat
     python scripts/bench_peers.py --combine bench_out/peers_a.jsonl bench_out/peers_b.jsonl  # medians over both
 Prints one JSON line per measurement, then medians as JSON lines and a Markdown table. ``--combine`` runs
 nothing: it pools the per-repeat lines of saved outputs (runs cut short or made in parts, on the same
@@ -252,13 +254,24 @@ def count_pieces(path: Path) -> float:
 
 # --- nmt -------------------------------------------------------------------------------------
 
+#: the ways the ``nmt`` row's checkpoint is decoded again (``--nmt-variants``): the row's label and the
+#: ``nmt translate`` options. The shortlist (``--shortlist``) is built from the training data; one batch at a
+#: time over all --threads is the peers' thread layout (``--parallel-batches 1``); bfloat16 multiplies in
+#: bfloat16 (fast only with AVX-512 BF16 or AMX; emulated, and slower, elsewhere).
+NMT_DECODING_VARIANTS = {
+    "shortlist": ("shortlist decoding", ["--shortlist"]),
+    "one-batch": ("one batch at a time", ["--parallel-batches=1"]),
+    "bf16": ("bfloat16 decoding", ["--precision=bfloat16"]),
+    "shortlist-bf16": ("shortlist, bfloat16", ["--shortlist", "--precision=bfloat16"]),
+}
+
+
 def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
-              threads: int, env: dict, decode_repeats: int, variants: bool = False,
+              threads: int, env: dict, decode_repeats: int, variants: tuple[str, ...] = (),
               precision: str = "float32", optimizer: str = "adam") -> dict:
     """Train nmt for ``warmup + steps`` steps (``precision``, ``optimizer``: ``training.precision`` and
-    ``training.optimizer``) and greedy-decode
-    test2016 with the last checkpoint (with ``variants``, also over a lexical shortlist, one batch at a
-    time and with bfloat16 matmuls, with and without the shortlist: ``result["variants"]``)."""
+    ``training.optimizer``) and greedy-decode test2016 with the last checkpoint, then once per name in
+    ``variants`` (keys of ``NMT_DECODING_VARIANTS``) another way: ``result["variants"]``."""
     import yaml
 
     name = (f"nmt_{placement}_{num_sampled}" + ("" if precision == "float32" else f"_{precision}")
@@ -302,17 +315,12 @@ def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: i
     seconds, load, out_pieces, own = timed(translate, work / f"{name}.hyp")
     result.update(decode_seconds=seconds, load_seconds=load, hyp_pieces=out_pieces, own_decode_seconds=own)
     if variants:
-        # The same checkpoint decoded over a lexical shortlist (--shortlist; its table is built from
-        # the training data once per run directory, about 1 s, by an untimed first call), one
-        # batch at a time over all --threads (--parallel-batches 1: the peers' thread layout), and
-        # with bfloat16 matmuls (--precision bfloat16), over the whole vocabulary and the shortlist.
-        one_line([*translate, "--shortlist"])
+        if any("--shortlist" in NMT_DECODING_VARIANTS[v][1] for v in variants):
+            one_line([*translate, "--shortlist"])  # builds the run's shortlist table (about 1 s), untimed
         result["variants"] = {}
-        bf16 = "--precision=bfloat16"
-        for label, flags, suffix in (("shortlist decoding", ["--shortlist"], "shortlist"),
-                                     ("one batch at a time", ["--parallel-batches=1"], "one_batch"),
-                                     ("bfloat16 decoding", [bf16], "bf16"),
-                                     ("shortlist, bfloat16", ["--shortlist", bf16], "shortlist_bf16")):
+        for variant in variants:
+            label, flags = NMT_DECODING_VARIANTS[variant]
+            suffix = variant.replace("-", "_")
             seconds, _, out_pieces, own = timed([*translate, *flags], work / f"nmt_{placement}_{suffix}.hyp")
             result["variants"][label] = {"decode_seconds": round(seconds, 3), "hyp_pieces": out_pieces,
                                          "own_decode_seconds": own}
@@ -550,6 +558,11 @@ def main() -> None:
                                                                  "opennmt-tf"],
                         choices=["nmt", "nmt-bf16", "nmt-lazy", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf",
                                  "opennmt-tf-onednn"])
+    parser.add_argument("--nmt-variants", nargs="*", default=list(NMT_DECODING_VARIANTS),
+                        choices=list(NMT_DECODING_VARIANTS), metavar="VARIANT",
+                        help="the other ways the nmt row's checkpoint is decoded, each its own row: "
+                             f"{', '.join(NMT_DECODING_VARIANTS)} (default: all; none after the option: "
+                             "none, which shortens a repeat most)")
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "peers"))
     parser.add_argument("--combine", nargs="+", type=Path, metavar="JSONL",
@@ -586,7 +599,7 @@ def main() -> None:
 
     common = (args.steps, args.warmup, args.threads, env, args.decode_repeats)
     runners = {
-        "nmt": lambda: nmt_bench(prep, work, "post", 1024, *common, variants=True),
+        "nmt": lambda: nmt_bench(prep, work, "post", 1024, *common, variants=tuple(args.nmt_variants)),
         "nmt-feed": lambda: nmt_bench(prep, work, "feed", 1024, *common),
         "nmt-full": lambda: nmt_bench(prep, work, "post", 0, *common),
         "nmt-bf16": lambda: nmt_bench(prep, work, "post", 1024, *common, precision="bfloat16"),

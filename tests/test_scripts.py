@@ -356,6 +356,7 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
     ("bench_train.py", ["--parts", "0", "--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
     ("bench_train.py", ["--parts", "0", "--losses", "nce"], "argument --losses: invalid choice: 'nce'"),
     ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'"),
+    ("bench_peers.py", ["--nmt-variants", "beam"], "argument --nmt-variants: invalid choice: 'beam'"),
     ("bench_startup.py", ["--repeats", "0"], "--repeats must be at least 1"),
     ("bench_startup.py", ["--trees", "nowhere"], "holds no nmt/__init__.py"),
     ("bench_translate.py", ["--quick", "--profile", "-1"], "--profile must be 0 or more"),
