@@ -482,7 +482,8 @@ def print_medians(results: dict[str, list[dict]], test_sentences: int) -> None:
                        "hyp_pieces": round(statistics.median(r["hyp_pieces"] for r in rows), 1)}
         own = own_rate(rows, "own_decode_seconds") or own_rate(rows, "own_generation_seconds")
         print(json.dumps({"toolkit": name, "median_of": len(rows), **table[name], **own}), flush=True)
-        for label in rows[0].get("variants", {}):  # the same runs, decoded another way
+        labels = dict.fromkeys(label for r in rows for label in r.get("variants", {}))  # in order, once each
+        for label in labels:  # the same runs, decoded another way (--combine: by the runs that did)
             decoded = [r["variants"][label] for r in rows if label in r.get("variants", {})]
             dec = statistics.median(v["decode_seconds"] for v in decoded)
             table[f"{name} ({label})"] = {
@@ -519,7 +520,7 @@ def combine_runs(paths: list[Path]) -> tuple[dict, dict[str, list[dict]]]:
                     rows.append((number, json.loads(line)))
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}, line {number}: not JSON ({err.msg})") from None
-        first = next((row for _, row in rows if "machine" in row), None)
+        first = next((row for _, row in rows if isinstance(row.get("machine"), dict)), None)
         if first is None:
             raise ValueError(f"{path}: no machine line (not an output of bench_peers.py)")
         if header is None:
