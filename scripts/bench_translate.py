@@ -22,6 +22,9 @@ the same process; the "without scores" rows decode greedily without the scores' 
 same decoder alternated in one process; the bfloat16 rows decode with ``decoding.precision: bfloat16`` (the whole
 vocabulary, then the shortlist), alternated with float32. ``--ref`` adds BLEU of both sides.
 
+``--batch-sizes N ...`` adds rows at other decoding batch sizes, each alternated with the run's
+``decoding.batch_size`` in one process (greedy without scores, as ``nmt translate`` prints text).
+
 ``--profile N`` then decodes the first N lines greedily once more under TensorFlow's profiler, as
 ``nmt translate`` does for text output, over the whole vocabulary in float32 and (unless
 ``--no-shortlist``) over the shortlist in bfloat16: the trace's op time by op type, and the shares of
@@ -100,11 +103,15 @@ def main() -> None:
     parser.add_argument("--shortlist-per-source", type=int, help="shortlist setting (default: the run's config)")
     parser.add_argument("--shortlist-frequent", type=int, help="shortlist setting (default: the run's config)")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[], metavar="N",
+                        help="also decode at these batch sizes, alternated with the run's decoding.batch_size")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="profile greedy decoding of the first N lines (0: no)")
     args = parser.parse_args()
     if args.profile < 0:
         parser.error("--profile must be 0 or more")
+    if any(size < 1 for size in args.batch_sizes):
+        parser.error("--batch-sizes must be at least 1")
     from nmt.sysinfo import machine
     from nmt.translate import Translator
 
@@ -161,6 +168,8 @@ def main() -> None:
         bench_shortlist(translator, listed, lines, args, common)
     bench_scores(translator, listed, lines, args, common)
     bench_precision(translator, listed, lines, args, common)
+    if args.batch_sizes:
+        bench_batch_sizes(translator, lines, args, common)
     if args.profile:
         bench_profile(translator, listed, lines[:args.profile], Path(args.work), common)
 
@@ -274,6 +283,32 @@ def bench_precision(full, listed, lines: list[str], args, common: dict) -> None:
                               "speedup_vs_float32": round(secs["float32"] / secs["bfloat16"], 3),
                               "outputs_equal_to_float32": f"{same}/{len(lines)}",
                               **bleu_of(outs, args)}), flush=True)
+
+
+def bench_batch_sizes(translator, lines: list[str], args, common: dict) -> None:
+    """Decoding at each of ``--batch-sizes`` against the run's ``decoding.batch_size``, alternated in one
+    process (the same decoder; greedy without scores, as ``nmt translate`` prints text): speed-up and outputs
+    equal. A batch of many sentences pads more in a small input and leaves the batches decoded at once
+    unevenly loaded at the end; a small one multiplies smaller matrices."""
+    import copy
+    import dataclasses
+
+    default = translator.decoding.batch_size
+    sized = {}
+    for size in dict.fromkeys([default, *args.batch_sizes]):
+        sized[size] = copy.copy(translator)  # the same decoder: batch_size is read by each translate call
+        sized[size].decoding = dataclasses.replace(translator.decoding, batch_size=size)
+    for beam in args.beams:
+        options = {size: {"with_scores": beam > 1} for size in sized}
+        secs, outs = alternated(sized, lines, beam, args.repeats, options)
+        for size in args.batch_sizes:
+            same = sum(a == b for a, b in zip(outs[size], outs[default]))
+            print(json.dumps({**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}, batch {size}",
+                              "batch_size": size, "sentences_per_second": round(len(lines) / secs[size], 1),
+                              "default_batch_size": default,
+                              "default_sentences_per_second": round(len(lines) / secs[default], 1),
+                              "speedup_vs_default": round(secs[default] / secs[size], 3),
+                              "outputs_equal_to_default": f"{same}/{len(lines)}"}), flush=True)
 
 
 def bench_profile(full, listed, lines: list[str], work: Path, common: dict, top: int = 10) -> None:

@@ -54,7 +54,8 @@ def test_bench_prepare_quick(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("script,extra", [("bench_train.py", ["--placements", "post", "--losses", "sampled"]),
-                                          ("bench_translate.py", ["--profile", "100", "--beams", "1"]),
+                                          ("bench_translate.py", ["--profile", "100", "--beams", "1",
+                                                                  "--batch-sizes", "16"]),
                                           ("bench_limit.py", ["--steps", "5", "--profile", "2",
                                                               "--precision", "bfloat16", "--optimizer", "lazy_adam",
                                                               "--dropout", "0.3"]),
@@ -139,7 +140,12 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
             assert 0 < summary["attention_other_ops_share_of_thread_time"] and summary["bound_if_matmuls_were_free"] > 1
         op_types = [r for r in profiled if r["group"] == "op_type"]
         assert any("MatMul" in r["name"] for r in op_types) and all(0 < r["share_of_op_time"] <= 1 for r in op_types)
-        exported = [r for r in rows[2:] if r not in listed + tabled + bf16 + unscored]
+        sized = [r for r in rows if r["method"].endswith("batch 16")]  # --batch-sizes 16, against the default
+        assert [r["method"] for r in sized] == ["nmt greedy, batch 16"] and sized[0]["speedup_vs_default"] > 0
+        assert sized[0]["default_batch_size"] != 16 and sized[0]["sentences_per_second"] > 0
+        # other batches change float rounding, which may flip a near-tie (as for the exported graph below)
+        assert int(sized[0]["outputs_equal_to_default"].split("/")[0]) > 50
+        exported = [r for r in rows[2:] if r not in listed + tabled + bf16 + unscored + sized]
         if exported[0].get("skipped"):
             pytest.skip("tensorflow-text is not installed")
         assert len(exported) == 2 and all(r["sentences_per_second"] > 0 for r in exported)
@@ -361,6 +367,7 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
     ("bench_startup.py", ["--repeats", "0"], "--repeats must be at least 1"),
     ("bench_startup.py", ["--trees", "nowhere"], "holds no nmt/__init__.py"),
     ("bench_translate.py", ["--quick", "--profile", "-1"], "--profile must be 0 or more"),
+    ("bench_translate.py", ["--quick", "--batch-sizes", "64", "0"], "--batch-sizes must be at least 1"),
     ("bench_sampler.py", ["--quick", "--steps", "0"], "--steps and --validate-every must be at least 1"),
     ("bench_sampler.py", ["--quick", "--seeds", "-3"], "--distortions and --seeds must be 0 or more")])
 def test_bench_scripts_reject_bad_optimizer_and_toolkit_arguments(script, extra, message, capsys, tmp_path):
