@@ -496,8 +496,10 @@ def print_medians(results: dict[str, list[dict]], test_sentences: int) -> None:
     print("\n" + markdown_table(table))
 
 
-#: what must agree between the runs --combine pools: the same machine, threads, data and decoding work
-SAME_IN_COMBINED_RUNS = ("threads", "vocab", "train_sentences", "decode_sentences")
+def run_identity(header: dict) -> dict:
+    """What must agree between the runs --combine pools: the same machine, threads, data and decoding work."""
+    return {**{f"machine {key}": header["machine"].get(key) for key in ("cpu_family_model", "cores")},
+            **{key: header.get(key) for key in ("threads", "vocab", "train_sentences", "decode_sentences")}}
 
 
 def combine_runs(paths: list[Path]) -> tuple[dict, dict[str, list[dict]]]:
@@ -525,13 +527,10 @@ def combine_runs(paths: list[Path]) -> tuple[dict, dict[str, list[dict]]]:
             raise ValueError(f"{path}: no machine line (not an output of bench_peers.py)")
         if header is None:
             header = first
-        for key in ("cpu_family_model", "cores"):
-            if first["machine"].get(key) != header["machine"].get(key):
-                raise ValueError(f"{path}: machine {key} {first['machine'].get(key)!r} differs from "
-                                 f"{header['machine'].get(key)!r} in {paths[0]}")
-        for key in SAME_IN_COMBINED_RUNS:
-            if first.get(key) != header.get(key):
-                raise ValueError(f"{path}: {key} {first.get(key)!r} differs from {header.get(key)!r} in {paths[0]}")
+        expected, found = run_identity(header), run_identity(first)
+        for key, value in found.items():
+            if value != expected[key]:
+                raise ValueError(f"{path}: {key} {value!r} differs from {expected[key]!r} in {paths[0]}")
         repeats = [(number, row) for number, row in rows if "repeat" in row and "toolkit" in row]
         if not repeats:
             raise ValueError(f"{path}: no per-repeat lines (did bench_peers.py finish a repeat?)")

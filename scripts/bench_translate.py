@@ -174,16 +174,23 @@ def main() -> None:
         bench_profile(translator, listed, lines[:args.profile], Path(args.work), common)
 
 
-def variant(translator, frozen_weights: bool = True, **decoding):
-    """A copy of ``translator`` (the same model and vocabularies) with a decoder of its own:
-    ``decoding`` changes its settings, ``frozen_weights`` as in :class:`nmt.decoding.Decoder`."""
+def with_decoding(translator, **decoding):
+    """A copy of ``translator`` (the same model, vocabularies and decoder) whose ``decoding`` settings
+    ``decoding`` changes: for the settings each ``translate`` call reads (``batch_size``)."""
     import copy
     import dataclasses
 
-    from nmt.decoding import Decoder
-
     other = copy.copy(translator)
     other.decoding = dataclasses.replace(translator.decoding, **decoding)
+    return other
+
+
+def variant(translator, frozen_weights: bool = True, **decoding):
+    """A copy of ``translator`` (the same model and vocabularies) with a decoder of its own:
+    ``decoding`` changes its settings, ``frozen_weights`` as in :class:`nmt.decoding.Decoder`."""
+    from nmt.decoding import Decoder
+
+    other = with_decoding(translator, **decoding)
     other.decoder = Decoder(translator.model, other.decoding, translator.decoder.shortlist, frozen_weights)
     return other
 
@@ -290,14 +297,8 @@ def bench_batch_sizes(translator, lines: list[str], args, common: dict) -> None:
     process (the same decoder; greedy without scores, as ``nmt translate`` prints text): speed-up and outputs
     equal. A batch of many sentences pads more in a small input and leaves the batches decoded at once
     unevenly loaded at the end; a small one multiplies smaller matrices."""
-    import copy
-    import dataclasses
-
     default = translator.decoding.batch_size
-    sized = {}
-    for size in dict.fromkeys([default, *args.batch_sizes]):
-        sized[size] = copy.copy(translator)  # the same decoder: batch_size is read by each translate call
-        sized[size].decoding = dataclasses.replace(translator.decoding, batch_size=size)
+    sized = {size: with_decoding(translator, batch_size=size) for size in dict.fromkeys([default, *args.batch_sizes])}
     for beam in args.beams:
         options = {size: {"with_scores": beam > 1} for size in sized}
         secs, outs = alternated(sized, lines, beam, args.repeats, options)
