@@ -320,8 +320,21 @@ def test_bench_peers_combines_saved_runs(capsys, tmp_path):
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({**header, "machine": {**header["machine"], "cpu_family_model": "26/2/0"}})
                      + "\n" + json.dumps(repeat("nmt", 0, 9000.0, 3.0)) + "\n")
+    broken = tmp_path / "broken.jsonl"  # cut off mid-line while it was written
+    broken.write_text(json.dumps(header) + "\n" + json.dumps(repeat("nmt", 0, 9000.0, 3.0))[:40] + "\n")
+    unfinished = tmp_path / "unfinished.jsonl"  # stopped before its first repeat ended
+    unfinished.write_text(json.dumps(header) + "\n")
+    foreign = tmp_path / "limit.jsonl"  # another script's output
+    foreign.write_text(json.dumps({"bench": "matmul", "gflops": 120.0}) + "\n")
+    partial = tmp_path / "partial.jsonl"
+    partial.write_text(json.dumps(header) + "\n" + json.dumps({**repeat("nmt", 0, 9000.0, 3.0), "decode_seconds": None})
+                       + "\n")
     for bad, message in ((other, f"{other}: machine cpu_family_model '26/2/0' differs from '25/1/1' in {paths[0]}"),
-                         (tmp_path / "missing.jsonl", f"{tmp_path / 'missing.jsonl'}: cannot be read")):
+                         (tmp_path / "missing.jsonl", f"{tmp_path / 'missing.jsonl'}: cannot be read"),
+                         (broken, f"{broken}, line 2: not JSON"),
+                         (unfinished, f"{unfinished}: no per-repeat lines"),
+                         (foreign, f"{foreign}: no machine line (not an output of bench_peers.py)"),
+                         (partial, f"{partial}, line 2: nmt has no number for decode_seconds")):
         code, err = usage_error("bench_peers.py", "--combine", str(paths[0]), str(bad), capsys=capsys)
         assert code == 2 and len(err) == 1 and err[0].startswith(f"bench_peers.py: error: {message}")
 
