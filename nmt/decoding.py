@@ -2,7 +2,8 @@
 
 Each decoder is one ``tf.function`` holding a ``tf.while_loop`` over target steps for the
 whole batch: no Python per step and no Keras ``predict``. The loop ends as soon as every
-sentence has produced EOS or reached its length limit ``min(a * |src| + b, cap)``.
+sentence has produced EOS or reached its length limit ``min(a * |src| + b, cap)``, and the
+sentences that have ended are gathered out of the batch as it goes, so the steps after them cost less.
 Both return token ids [B, T] (0 after the end), lengths (EOS included), scores (sum of
 log-probabilities; beam search divides by ``length ** length_penalty``; greedy search computes
 them only when asked, ``with_scores``) and, on request, attention weights [B, T, S].
@@ -15,6 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -27,6 +29,9 @@ from nmt.sysinfo import available_cores
 from nmt.vocab import BOS_ID, EOS_ID, PAD_ID
 
 _NEG_INF = -1e9
+#: the decoders gather the sentences that have ended out of their batch once they are this share of it
+#: (above 1: never)
+COMPACT_FRACTION = 0.1  # 0.1, 0.25, 0.5: 419, 389, 393 greedy sentences/s; beam 5 82, 79, 70 (docs/benchmarks.md)
 
 
 @dataclass
@@ -90,10 +95,17 @@ def _block_eos_before(t: tf.Tensor, min_length: int, scores: tf.Tensor) -> tf.Te
     return scores + tf.where(t < min_length, block, 0.0)
 
 
+def _time_to_compact(ended: tf.Tensor, fraction: float) -> tf.Tensor:
+    """Whether ``ended`` [b] (the sentences still in a decoding loop that have ended) holds at least
+    ``fraction`` of them, and one."""
+    count = tf.reduce_sum(tf.cast(ended, tf.int32))
+    return count >= tf.maximum(1, tf.cast(tf.math.ceil(fraction * tf.cast(tf.size(ended), tf.float32)), tf.int32))
+
+
 def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
                   with_attention: bool = False, min_length: int = 0,
                   targets: tf.Tensor | None = None, frozen: FrozenWeights | None = None,
-                  with_scores: bool = True) -> tuple[tf.Tensor, ...]:
+                  with_scores: bool = True, compact_fraction: float = COMPACT_FRACTION) -> tuple[tf.Tensor, ...]:
     """Greedy decoding of source ids [B, S] until EOS; call inside a ``tf.function``.
 
     EOS cannot be chosen before ``min_length`` tokens (0: no minimum); the per-sentence
@@ -102,6 +114,8 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     step to a shortlist; its scores are then normalised over the shortlist. ``frozen`` is a
     loaded model's :func:`freeze_weights`, read instead of its variables. Without ``with_scores``
     the steps skip the softmax normaliser (a pass of ``exp`` over [B, V]) and the scores are 0.
+    Once ``compact_fraction`` of the rows still in the loop have ended, the rest are gathered into a
+    smaller batch (a step costs per row; the tokens, scores and weights are scattered back by row).
 
     Returns ``(tokens [B, T], lengths [B], scores [B], attention [B, T, S])`` (attention is
     an empty [B, 0, S] tensor unless ``with_attention``).
@@ -110,8 +124,10 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     batch = tf.shape(src)[0]
     src_len = tf.shape(src)[1]
     limit = tf.reduce_max(max_lengths)
-    y = tf.fill([batch], BOS_ID)
-    finished = tf.zeros([batch], tf.bool)
+    # The loop runs over the active rows only: ``rows`` maps them to the batch's rows, and once
+    # compact_fraction of them have ended they are gathered out (the step's cost is per row).
+    active = (tf.range(batch), tf.fill([batch], BOS_ID), state, memory, keys, mask, max_lengths,
+              tf.zeros([batch], tf.bool))
     lengths = tf.zeros([batch], tf.int32)
     scores = tf.zeros([batch], tf.float32)
     tokens = tf.TensorArray(tf.int32, size=0, dynamic_size=True)
@@ -119,28 +135,38 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     by_column = model.projection.weights_by_column(targets, frozen and frozen.projection)
     step_weights = frozen and frozen.step
 
-    def body(t, y, state, finished, lengths, scores, tokens, attn):
+    def body(t, active, lengths, scores, tokens, attn):
+        rows, y, state, memory, keys, mask, max_lengths, finished = active
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, step_weights)
         logits = model.logits(hidden, by_column, targets)
-        # The arg max of the logits is that of the log-probabilities: no log-softmax over [B, V],
+        # The arg max of the logits is that of the log-probabilities: no log-softmax over [b, V],
         # only its normaliser for the scores, if asked for. (In a shortlist EOS keeps its id as its column.)
         column = tf.argmax(_block_eos_before(t, min_length, logits), -1, output_type=tf.int32)
         # The last allowed step emits EOS so every output ends properly.
         column = tf.where(t + 1 >= max_lengths, EOS_ID, column)
         y_new = column if targets is None else tf.gather(targets, column)
+        at = rows[:, None]
         if with_scores:
             log_prob = tf.gather(logits, column, batch_dims=1) - tf.reduce_logsumexp(logits, -1)
-            scores += tf.where(finished, 0.0, log_prob)
+            scores = tf.tensor_scatter_nd_add(scores, at, tf.where(finished, 0.0, log_prob))
         y_new = tf.where(finished, PAD_ID, y_new)
-        lengths += tf.cast(~finished, tf.int32)
+        lengths = tf.tensor_scatter_nd_add(lengths, at, tf.cast(~finished, tf.int32))
         finished |= tf.equal(y_new, EOS_ID)
+        tokens = tokens.write(t, tf.scatter_nd(at, y_new, [batch]))  # rows gathered out before: PAD (0)
         if with_attention:
-            attn = attn.write(t, tf.cast(weights, tf.float32))
-        return t + 1, y_new, state, finished, lengths, scores, tokens.write(t, y_new), attn
+            attn = attn.write(t, tf.scatter_nd(at, tf.cast(weights, tf.float32), [batch, src_len]))
+        active = (rows, y_new, state, memory, keys, mask, max_lengths, finished)
+        active = tf.cond(_time_to_compact(finished, compact_fraction),
+                         lambda: tuple(tf.gather(x, tf.where(~finished)[:, 0]) for x in active),
+                         lambda: active)
+        return t + 1, active, lengths, scores, tokens, attn
 
-    _, _, _, _, lengths, scores, tokens, attn = tf.while_loop(
-        lambda t, y, s, finished, *_: tf.logical_and(t < limit, ~tf.reduce_all(finished)),
-        body, (0, y, state, finished, lengths, scores, tokens, attn),
+    varying = lambda x: tf.TensorShape([None, *x.shape[1:]])  # noqa: E731  (the active rows vary)
+    _, _, lengths, scores, tokens, attn = tf.while_loop(
+        lambda t, active, *_: tf.logical_and(t < limit, ~tf.reduce_all(active[-1])),
+        body, (0, active, lengths, scores, tokens, attn),
+        shape_invariants=(tf.TensorShape([]), tuple(varying(x) for x in active), lengths.shape, scores.shape,
+                          tf.TensorShape(None), tf.TensorShape(None)),
         maximum_iterations=limit)
     out = tf.transpose(tokens.stack(), [1, 0])
     if with_attention:
@@ -150,16 +176,41 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
     return out, lengths, scores, attention
 
 
+class _Beams(NamedTuple):
+    """The loop state of :func:`beam_search` for the b sentences still searched (K hypotheses each)."""
+
+    rows: tf.Tensor      #: [b] each sentence's index in the batch
+    y: tf.Tensor         #: [b*K] the hypotheses' last tokens
+    state: tf.Tensor     #: [b*K, D] decoder states
+    memory: tf.Tensor    #: [b*K, S, M] encoder outputs, keys [b*K, S, A] and mask [b*K, S]
+    keys: tf.Tensor
+    mask: tf.Tensor
+    limits: tf.Tensor    #: [b, K] output limits
+    scores: tf.Tensor    #: [b, K] sums of log-probabilities
+    finished: tf.Tensor  #: [b, K] ended, or cut short when their sentence was done
+    lengths: tf.Tensor   #: [b, K] tokens, EOS included
+    ended: tf.Tensor     #: [b, K] ended with EOS
+    seqs: tf.Tensor      #: [b, K, t] tokens so far
+    attn: tf.Tensor      #: [b, K, t, S] attention weights (t = 0 unless asked for)
+
+    #: the fields with a row per hypothesis (the rest have one per sentence)
+    PER_HYPOTHESIS_ROW = ("y", "state", "memory", "keys", "mask")
+
+
 def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_size: int,
                 length_penalty: float, with_attention: bool = False, min_length: int = 0,
-                targets: tf.Tensor | None = None, frozen: FrozenWeights | None = None) -> tuple[tf.Tensor, ...]:
+                targets: tf.Tensor | None = None, frozen: FrozenWeights | None = None,
+                n_best: int = 1, compact_fraction: float = COMPACT_FRACTION) -> tuple[tf.Tensor, ...]:
     """Batched beam search; call inside a ``tf.function``.
 
-    Finished hypotheses stay in the beam with a frozen score; the search ends when the best
-    hypothesis of every sentence has ended; the final ranking divides each score by
-    ``length ** length_penalty``; EOS is blocked before ``min_length`` tokens; ``targets``
+    Finished hypotheses stay in the beam with a frozen score; a sentence is done when its best
+    hypothesis has ended and ``n_best`` of its hypotheses have (the others stop there too), the
+    search when every sentence is; the final ranking divides each score by
+    ``length ** length_penalty`` and puts the hypotheses that ended with EOS first; EOS is
+    blocked before ``min_length`` tokens; ``targets``
     restricts the search to a shortlist and ``frozen`` replaces the variables, as in
-    :func:`greedy_decode`. Returns
+    :func:`greedy_decode`. Once ``compact_fraction`` of the sentences still searched are done, their
+    hypotheses are set aside and the rest gathered into a smaller batch. Returns
     ``(tokens [B, K, T], lengths [B, K], scores [B, K], attention [B, K, T, S])``, hypotheses
     sorted best first.
     """
@@ -167,60 +218,101 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     memory, keys, mask, state = model.encode(src, frozen_encoder=frozen and frozen.encoder)
     batch = tf.shape(src)[0]
     src_len = tf.shape(src)[1]
+    limit = tf.reduce_max(max_lengths)
 
     def tile(x: tf.Tensor) -> tf.Tensor:  # [B, ...] -> [B*K, ...]
         return tf.repeat(x, k, axis=0)
 
-    memory, keys, mask, state = tile(memory), tile(keys), tile(mask), tile(state)
-    limits = tf.reshape(tile(max_lengths), [batch, k])
-    limit = tf.reduce_max(max_lengths)
-    scores = tf.tile(tf.constant([0.0] + [_NEG_INF] * (k - 1))[None, :], [batch, 1])   # [B, K]
-    finished = tf.zeros([batch, k], tf.bool)
-    lengths = tf.zeros([batch, k], tf.int32)
-    seqs = tf.zeros([batch, k, 0], tf.int32)
-    attn = tf.zeros([batch, k, 0, src_len], tf.float32)
-    y = tf.fill([batch * k], BOS_ID)
     by_column = model.projection.weights_by_column(targets, frozen and frozen.projection)
     step_weights = frozen and frozen.step
     vocab = by_column.shape[1] or tf.shape(by_column)[1]  # the whole vocabulary or the shortlist's size
     # Log-probabilities that keep a finished hypothesis as it is: 0 for PAD, -inf elsewhere.
     keep_finished = tf.concat([tf.zeros([1]), tf.fill([vocab - 1], _NEG_INF)], 0)
+    # The loop runs over the sentences still searched (``rows``: their index in the batch); once
+    # compact_fraction of them are done they are written to ``out`` and gathered out of the loop.
+    active = _Beams(tf.range(batch), tf.fill([batch * k], BOS_ID), tile(state), tile(memory), tile(keys), tile(mask),
+                    limits=tf.reshape(tile(max_lengths), [batch, k]),
+                    scores=tf.tile(tf.constant([0.0] + [_NEG_INF] * (k - 1))[None, :], [batch, 1]),
+                    finished=tf.zeros([batch, k], tf.bool), lengths=tf.zeros([batch, k], tf.int32),
+                    ended=tf.zeros([batch, k], tf.bool), seqs=tf.zeros([batch, k, 0], tf.int32),
+                    attn=tf.zeros([batch, k, 0, src_len], tf.float32))
+    out = (tf.zeros([batch, k], tf.float32), tf.zeros([batch, k], tf.int32), tf.zeros([batch, k, limit], tf.int32),
+           tf.zeros([batch, k, limit if with_attention else 0, src_len], tf.float32))
 
-    def body(t, y, state, scores, finished, lengths, seqs, attn):
+    def is_done(ended: tf.Tensor) -> tf.Tensor:
+        """[b] whether each sentence's best hypothesis and ``n_best`` of them have ended ([b, K] ``ended``)."""
+        return ended[:, 0] & (tf.reduce_sum(tf.cast(ended, tf.int32), 1) >= n_best)
+
+    def write_out(out: tuple, sentences: tf.Tensor, active: _Beams) -> tuple:
+        """``out`` (scores, lengths, seqs, attn) with the hypotheses of the active ``sentences`` (indices)."""
+        take = lambda x: tf.gather(x, sentences)  # noqa: E731
+        at, seqs = take(active.rows)[:, None], take(active.seqs)
+        pad = limit - tf.shape(seqs)[2]
+        o_scores, o_lengths, o_seqs, o_attn = out
+        if with_attention:
+            attn = tf.pad(take(active.attn), [[0, 0], [0, 0], [0, pad], [0, 0]])
+            o_attn = tf.tensor_scatter_nd_update(o_attn, at, attn)
+        return (tf.tensor_scatter_nd_update(o_scores, at, take(active.scores)),
+                tf.tensor_scatter_nd_update(o_lengths, at, take(active.lengths)),
+                tf.tensor_scatter_nd_update(o_seqs, at, tf.pad(seqs, [[0, 0], [0, 0], [0, pad]])), o_attn)
+
+    def compact(active: _Beams, out: tuple, done: tf.Tensor) -> tuple[_Beams, tuple]:
+        """The sentences ``done`` written to ``out`` and gathered out of ``active``."""
+        out = write_out(out, tf.where(done)[:, 0], active)
+        live = tf.cast(tf.where(~done)[:, 0], tf.int32)
+        live_rows = tf.reshape(live[:, None] * k + tf.range(k)[None, :], [-1])  # their hypotheses' rows
+        return _Beams(*(tf.gather(x, live_rows if name in _Beams.PER_HYPOTHESIS_ROW else live)
+                        for name, x in zip(_Beams._fields, active))), out
+
+    def body(t, active: _Beams, out):
+        rows, y, state, memory, keys, mask, limits, scores, finished, lengths, ended, seqs, attn = active
+        b = tf.size(rows)
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, step_weights)
-        log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden, by_column, targets)), [batch, k, vocab])
+        log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden, by_column, targets)), [b, k, vocab])
         log_probs = _block_eos_before(t, min_length, log_probs)
         force_eos = (t + 1 >= limits)[:, :, None]
         eos_only = tf.one_hot(EOS_ID, vocab, on_value=0.0, off_value=_NEG_INF)
         log_probs = tf.where(force_eos, log_probs + eos_only, log_probs)
         log_probs = tf.where(finished[:, :, None], keep_finished, log_probs)
-        flat = tf.reshape(scores[:, :, None] + log_probs, [batch, k * vocab])
+        flat = tf.reshape(scores[:, :, None] + log_probs, [b, k * vocab])
         scores, index = tf.math.top_k(flat, k=k)
         beam = index // vocab
         token = index % vocab if targets is None else tf.gather(targets, index % vocab)
         gather = lambda x: tf.gather(x, beam, batch_dims=1)  # noqa: E731
-        finished = gather(finished)
+        finished, ended = gather(finished), gather(ended)
         lengths = gather(lengths) + tf.cast(~finished, tf.int32)
         seqs = tf.concat([gather(seqs), token[:, :, None]], 2)
-        flat_beam = tf.reshape(beam + tf.range(batch)[:, None] * k, [-1])
-        state = tf.gather(state, flat_beam)
+        state = tf.gather(state, tf.reshape(beam + tf.range(b)[:, None] * k, [-1]))
         if with_attention:
-            w = tf.reshape(tf.cast(weights, tf.float32), [batch, k, 1, src_len])
+            w = tf.reshape(tf.cast(weights, tf.float32), [b, k, 1, src_len])
             attn = tf.concat([gather(attn), tf.gather(w, beam, batch_dims=1)], 2)
-        finished = finished | tf.equal(token, EOS_ID)
-        return t + 1, tf.reshape(token, [-1]), state, scores, finished, lengths, seqs, attn
+        ended = ended | tf.equal(token, EOS_ID)
+        # Scores only fall, so once a sentence's best hypothesis has ended nothing can overtake it: the
+        # sentence is done (with n_best ended) and its hypotheses stay as they are, whatever the batch does.
+        done = is_done(ended)
+        active = _Beams(rows, tf.reshape(token, [-1]), state, memory, keys, mask, limits, scores,
+                        ended | done[:, None], lengths, ended, seqs, attn)
+        active, out = tf.cond(_time_to_compact(done, compact_fraction), lambda: compact(active, out, done),
+                              lambda: (active, out))
+        return t + 1, active, out
 
-    _, _, _, scores, finished, lengths, seqs, attn = tf.while_loop(
-        # Scores only fall, so once the best hypothesis of every sentence has ended nothing can overtake it.
-        lambda t, y, s, sc, finished, *_: tf.logical_and(t < limit, ~tf.reduce_all(finished[:, 0])),
-        body, (0, y, state, scores, finished, lengths, seqs, attn),
-        shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), tf.TensorShape([None, *state.shape[1:]]),
-                          scores.shape,
-                          finished.shape, lengths.shape, tf.TensorShape([None, k, None]),
-                          tf.TensorShape([None, k, None, None])),
+    varying = lambda x: tf.TensorShape([None, *x.shape[1:]])  # noqa: E731  (the active sentences vary)
+    invariants = _Beams(*map(varying, active))._replace(seqs=tf.TensorShape([None, k, None]),  # t grows too
+                                                        attn=tf.TensorShape([None, k, None, None]))
+    t, active, out = tf.while_loop(
+        lambda t, active, out: tf.logical_and(t < limit, ~tf.reduce_all(is_done(active.ended))),
+        body, (0, active, out),
+        shape_invariants=(tf.TensorShape([]), invariants, tuple(x.shape for x in out)),
         maximum_iterations=limit)
+    scores, lengths, seqs, attn = write_out(out, tf.range(tf.size(active.rows)), active)
+    seqs, attn = seqs[:, :, :t], attn[:, :, :t] if with_attention else attn
     normalised = scores / tf.pow(tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
+    # Ranked by normalised score, the hypotheses that ended with EOS first (the others were cut short
+    # when their sentence was done; every sentence has at least its best one ended).
     order = tf.argsort(normalised, axis=1, direction="DESCENDING", stable=True)
+    ended = tf.cast(tf.reduce_any(tf.equal(seqs, EOS_ID), axis=2), tf.int32)
+    order = tf.gather(order, tf.argsort(tf.gather(ended, order, batch_dims=1), axis=1, direction="DESCENDING",
+                                        stable=True), batch_dims=1)
     take = lambda x: tf.gather(x, order, batch_dims=1)  # noqa: E731
     return take(seqs), take(lengths), take(normalised), take(attn)
 
@@ -251,24 +343,27 @@ class Decoder:
     With ``frozen_weights`` (the model's weights will not change: a loaded model) the weights
     decoding reads are copied once, here, in ``cfg.precision`` (:func:`freeze_weights`);
     without, every call reads the variables (validation during training) in float32.
+    ``compact_fraction`` (:func:`greedy_decode`) above 1 keeps every batch whole to its end.
     """
 
     def __init__(self, model: Seq2Seq, cfg: DecodingConfig, shortlist: Shortlist | None = None,
-                 frozen_weights: bool = False) -> None:
+                 frozen_weights: bool = False, compact_fraction: float = COMPACT_FRACTION) -> None:
         self.model, self.cfg, self.shortlist = model, cfg, shortlist
         self.frozen = freeze_weights(model, cfg.precision) if frozen_weights else None
-        self._fns: dict[tuple[int, bool, bool, bool], Callable] = {}
+        self.compact_fraction = compact_fraction
+        self._fns: dict[tuple[int, bool, bool, bool, int], Callable] = {}
         self._trace_lock = threading.Lock()
         self.parallel_batches = thread_plan(cfg, available_cores(), gru.cudnn_available())[0]
 
-    def _fn(self, beam: int, with_attention: bool, shortlisted: bool, with_scores: bool) -> Callable:
-        key = (beam, with_attention, shortlisted, with_scores)
+    def _fn(self, beam: int, with_attention: bool, shortlisted: bool, with_scores: bool, n_best: int) -> Callable:
+        key = (beam, with_attention, shortlisted, with_scores, n_best)
         with self._trace_lock:  # traced by one thread; the batches decoded at once share the trace
             if key not in self._fns:
                 self._fns[key] = self._compile(*key)
         return self._fns[key]
 
-    def _compile(self, beam: int, with_attention: bool, shortlisted: bool, with_scores: bool) -> Callable:
+    def _compile(self, beam: int, with_attention: bool, shortlisted: bool, with_scores: bool,
+                 n_best: int) -> Callable:
         """The decoding function of one mode, traced now (one graph for every batch shape)."""
         spec = [tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None], tf.int32)]
         if shortlisted:
@@ -277,12 +372,12 @@ class Decoder:
             def run(src, max_lengths, targets=None):
                 tokens, lengths, scores, attention = greedy_decode(self.model, src, max_lengths, with_attention,
                                                                  self.cfg.min_length, targets, self.frozen,
-                                                                 with_scores)
+                                                                 with_scores, self.compact_fraction)
                 return tokens[:, None], lengths[:, None], scores[:, None], attention[:, None]
         else:
             def run(src, max_lengths, targets=None):
                 return beam_search(self.model, src, max_lengths, beam, self.cfg.length_penalty, with_attention,
-                                   self.cfg.min_length, targets, self.frozen)
+                                   self.cfg.min_length, targets, self.frozen, n_best, self.compact_fraction)
         # The loops are explicit tf.while_loops, so AutoGraph has nothing to convert; skipping its
         # source transformation halves the first batch's cost per process (docs/benchmarks.md).
         fn = tf.function(run, input_signature=spec, autograph=False)
@@ -290,11 +385,12 @@ class Decoder:
         return fn
 
     def decode(self, src: np.ndarray, src_lengths: np.ndarray, beam: int | None = None,
-               with_attention: bool = False, with_scores: bool = True) -> Hypotheses:
+               with_attention: bool = False, with_scores: bool = True, n_best: int = 1) -> Hypotheses:
         """Decode a padded batch of source ids (EOS included; ``src_lengths`` without EOS).
 
         Without ``with_scores`` greedy decoding leaves out the scores' softmax normaliser (the
-        scores are None); beam search needs them and always computes them.
+        scores are None); beam search needs them and always computes them. Beam search goes on
+        with a sentence until ``n_best`` of its hypotheses have ended (:func:`beam_search`).
         """
         beam = beam or self.cfg.beam_size
         max_lengths = max_output_lengths(tf.constant(src_lengths, tf.int32), self.cfg)
@@ -302,7 +398,8 @@ class Decoder:
         if self.shortlist is not None:
             args.append(tf.constant(self.shortlist.targets(src)))
         scored = with_scores or beam > 1  # beam search always scores
-        tokens, lengths, scores, attention = self._fn(beam, with_attention, self.shortlist is not None, scored)(*args)
+        fn = self._fn(beam, with_attention, self.shortlist is not None, scored, min(n_best, beam) if beam > 1 else 1)
+        tokens, lengths, scores, attention = fn(*args)
         return Hypotheses(tokens.numpy(), lengths.numpy(), scores.numpy() if scored else None,
                           attention.numpy() if with_attention else None)
 
@@ -326,7 +423,8 @@ def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int,
     """Decode many id sequences (no EOS) in batches sorted by length, ``decoder.parallel_batches``
     at a time; results in input order.
 
-    Returns, per sentence, up to ``n_best`` ``(ids without EOS, score, attention [T, S] or None)``;
+    Returns, per sentence, up to ``n_best`` ``(ids without EOS, score, attention [T, S] or None)``
+    (beam search: each one ended with EOS, best first, see :func:`beam_search`);
     the attention rows cover the output tokens and EOS, the columns the source pieces and EOS.
     Without ``with_scores`` greedy decoding skips the scores' normaliser and the scores are None.
     """
@@ -337,7 +435,7 @@ def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int,
             src[j, :lengths[j]] = sentences[i]
             src[j, lengths[j]] = EOS_ID
         return rows, lengths, decoder.decode(src, lengths, beam=beam, with_attention=with_attention,
-                                             with_scores=with_scores)
+                                             with_scores=with_scores, n_best=n_best)
 
     results: list = [None] * len(sentences)
     batches = length_sorted_batches([len(s) for s in sentences], batch_size)

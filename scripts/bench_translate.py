@@ -15,7 +15,9 @@ source pieces); its outputs are compared with ``nmt translate``'s.
     python scripts/bench_translate.py --quick      # trains a tiny model on the bundled sample first (< 1 minute)
 
 Then the input table's rows: the same decoding with and without the decoder's input projections made
-once at load (``Decoder(frozen_weights=True)``), alternated in one process. The shortlist rows decode
+once at load (``Decoder(frozen_weights=True)``), alternated in one process; the "ended gathered out" rows
+decode as ``nmt translate`` does, gathering the sentences that have ended out of the batch, against a decoder
+that keeps every batch whole to its end (``compact_fraction`` 2), alternated. The shortlist rows decode
 over the run's lexical shortlist (``decoding.shortlist``), alternated with the whole vocabulary in
 the same process; the "without scores" rows decode greedily without the scores' softmax normaliser
 (``translate(with_scores=False)``, what ``nmt translate`` does for text output) against with it, the
@@ -143,7 +145,7 @@ def main() -> None:
         rate = len(lines) / secs
         if beam == 1:
             greedy_rate = rate
-        print(json.dumps({**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}",
+        print(json.dumps({**common, "method": decoding_name(beam),
                           "sentences_per_second": round(rate, 1), "target_tokens_per_second": round(tokens / secs),
                           "sentences_per_second_with_load": round(len(lines) / (secs + load), 1),
                           "seconds_all": [round(t, 2) for t in times]}), flush=True)
@@ -161,6 +163,7 @@ def main() -> None:
                       "speedup_of_nmt_greedy": round(greedy_rate / rate, 1) if greedy_rate else None}), flush=True)
     bench_export(translator, lines, reference, args.repeats, Path(args.work), common)
     bench_input_table(translator, lines, args, common)
+    bench_whole_batches(translator, lines, args, common)
     listed = None
     if not args.no_shortlist:
         listed = Translator(run_dir, shortlist=True, shortlist_per_source=args.shortlist_per_source,
@@ -223,6 +226,23 @@ def alternated(translators: dict, lines: list[str], beam: int, repeats: int,
     return {name: statistics.median(t) for name, t in times.items()}, outputs
 
 
+def compared(common: dict, method: str, lines: list[str], secs: dict, outs: dict, ours, base, label: str,
+             **extra) -> None:
+    """Print one row comparing the ``ours`` side of :func:`alternated`'s ``secs`` and ``outs`` with its
+    ``base`` side: sentences/s of both (``<label>_sentences_per_second``), ``speedup_vs_<label>`` and
+    ``outputs_equal_to_<label>``; ``extra`` is added to the row."""
+    same = sum(a == b for a, b in zip(outs[ours], outs[base]))
+    print(json.dumps({**common, "method": method, "sentences_per_second": round(len(lines) / secs[ours], 1),
+                      f"{label}_sentences_per_second": round(len(lines) / secs[base], 1),
+                      f"speedup_vs_{label}": round(secs[base] / secs[ours], 3),
+                      f"outputs_equal_to_{label}": f"{same}/{len(lines)}", **extra}), flush=True)
+
+
+def decoding_name(beam: int) -> str:
+    """``nmt greedy`` or ``nmt beam K``: the start of each row's method."""
+    return f"nmt {'greedy' if beam == 1 else f'beam {beam}'}"
+
+
 def bench_shortlist(full, listed, lines: list[str], args, common: dict) -> None:
     """Decoding over the run's lexical shortlist against the whole vocabulary, alternated in one
     process: speed-up, outputs equal to the full vocabulary's and, with ``--ref``, BLEU of both."""
@@ -231,16 +251,10 @@ def bench_shortlist(full, listed, lines: list[str], args, common: dict) -> None:
     size = [len(listed.decoder.shortlist.targets(np.array(ids)[None])) for ids in listed.src_vocab.encode(lines[:200])]
     for beam in args.beams:
         secs, outs = alternated({"full": full, "listed": listed}, lines, beam, args.repeats)
-        out, full_out = outs["listed"], outs["full"]
-        row = {**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}, shortlist "
-               f"{listed.decoding.shortlist_per_source}/{listed.decoding.shortlist_frequent}",
-               "sentences_per_second": round(len(lines) / secs["listed"], 1),
-               "full_vocabulary_sentences_per_second": round(len(lines) / secs["full"], 1),
-               "speedup_vs_full_vocabulary": round(secs["full"] / secs["listed"], 2),
-               "outputs_equal_to_full_vocabulary": f"{sum(a == b for a, b in zip(out, full_out))}/{len(lines)}",
-               "median_shortlist_size_one_sentence": int(np.median(size)), "vocab": len(listed.tgt_vocab),
-               **bleu_of({"shortlist": out, "full_vocabulary": full_out}, args)}
-        print(json.dumps(row), flush=True)
+        compared(common, f"{decoding_name(beam)}, shortlist {listed.decoding.shortlist_per_source}/"
+                 f"{listed.decoding.shortlist_frequent}", lines, secs, outs, "listed", "full", "full_vocabulary",
+                 median_shortlist_size_one_sentence=int(np.median(size)), vocab=len(listed.tgt_vocab),
+                 **bleu_of({"shortlist": outs["listed"], "full_vocabulary": outs["full"]}, args))
 
 
 def bench_input_table(translator, lines: list[str], args, common: dict) -> None:
@@ -249,12 +263,23 @@ def bench_input_table(translator, lines: list[str], args, common: dict) -> None:
     plain = variant(translator, frozen_weights=False)
     for beam in args.beams:
         secs, outs = alternated({"plain": plain, "table": translator}, lines, beam, args.repeats)
-        print(json.dumps({**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}, input table",
-                          "sentences_per_second": round(len(lines) / secs["table"], 1),
-                          "without_table_sentences_per_second": round(len(lines) / secs["plain"], 1),
-                          "speedup_vs_without_table": round(secs["plain"] / secs["table"], 3),
-                          "outputs_equal_without_table":
-                              f"{sum(a == b for a, b in zip(outs['table'], outs['plain']))}/{len(lines)}"}), flush=True)
+        compared(common, f"{decoding_name(beam)}, input table", lines, secs, outs, "table", "plain", "without_table")
+
+
+def bench_whole_batches(translator, lines: list[str], args, common: dict) -> None:
+    """Decoding that gathers the sentences that have ended out of its batch (``nmt translate``) against
+    a decoder that keeps every batch whole to its end (``compact_fraction`` above 1), alternated in one
+    process (greedy without scores, as ``nmt translate`` prints text; beam search with them)."""
+    from nmt.decoding import Decoder
+
+    whole = with_decoding(translator)
+    whole.decoder = Decoder(translator.model, translator.decoding, translator.decoder.shortlist, True,
+                            compact_fraction=2.0)
+    for beam in args.beams:
+        options = {name: {"with_scores": beam > 1} for name in ("whole", "gathered")}
+        secs, outs = alternated({"whole": whole, "gathered": translator}, lines, beam, args.repeats, options)
+        compared(common, f"{decoding_name(beam)}, ended gathered out", lines, secs, outs, "gathered", "whole",
+                 "whole_batches")
 
 
 def bench_scores(full, listed, lines: list[str], args, common: dict) -> None:
@@ -266,12 +291,7 @@ def bench_scores(full, listed, lines: list[str], args, common: dict) -> None:
             continue
         secs, outs = alternated({"scores": tr, "no_scores": tr}, lines, 1, args.repeats,
                                 {"scores": {"with_scores": True}, "no_scores": {"with_scores": False}})
-        same = sum(a == b for a, b in zip(outs["no_scores"], outs["scores"]))
-        print(json.dumps({**common, "method": f"nmt greedy{name}, without scores",
-                          "sentences_per_second": round(len(lines) / secs["no_scores"], 1),
-                          "with_scores_sentences_per_second": round(len(lines) / secs["scores"], 1),
-                          "speedup_vs_with_scores": round(secs["scores"] / secs["no_scores"], 3),
-                          "outputs_equal_to_with_scores": f"{same}/{len(lines)}"}), flush=True)
+        compared(common, f"nmt greedy{name}, without scores", lines, secs, outs, "no_scores", "scores", "with_scores")
 
 
 def bench_precision(full, listed, lines: list[str], args, common: dict) -> None:
@@ -283,13 +303,8 @@ def bench_precision(full, listed, lines: list[str], args, common: dict) -> None:
         bfloat16 = variant(float32, precision="bfloat16")
         for beam in args.beams:
             secs, outs = alternated({"float32": float32, "bfloat16": bfloat16}, lines, beam, args.repeats)
-            same = sum(a == b for a, b in zip(outs["bfloat16"], outs["float32"]))
-            print(json.dumps({**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}{name}, bfloat16",
-                              "sentences_per_second": round(len(lines) / secs["bfloat16"], 1),
-                              "float32_sentences_per_second": round(len(lines) / secs["float32"], 1),
-                              "speedup_vs_float32": round(secs["float32"] / secs["bfloat16"], 3),
-                              "outputs_equal_to_float32": f"{same}/{len(lines)}",
-                              **bleu_of(outs, args)}), flush=True)
+            compared(common, f"{decoding_name(beam)}{name}, bfloat16", lines, secs, outs, "bfloat16", "float32",
+                     "float32", **bleu_of(outs, args))
 
 
 def bench_batch_sizes(translator, lines: list[str], args, common: dict) -> None:
@@ -303,13 +318,8 @@ def bench_batch_sizes(translator, lines: list[str], args, common: dict) -> None:
         options = {size: {"with_scores": beam > 1} for size in sized}
         secs, outs = alternated(sized, lines, beam, args.repeats, options)
         for size in args.batch_sizes:
-            same = sum(a == b for a, b in zip(outs[size], outs[default]))
-            print(json.dumps({**common, "method": f"nmt {'greedy' if beam == 1 else f'beam {beam}'}, batch {size}",
-                              "batch_size": size, "sentences_per_second": round(len(lines) / secs[size], 1),
-                              "default_batch_size": default,
-                              "default_sentences_per_second": round(len(lines) / secs[default], 1),
-                              "speedup_vs_default": round(secs[default] / secs[size], 3),
-                              "outputs_equal_to_default": f"{same}/{len(lines)}"}), flush=True)
+            compared(common, f"{decoding_name(beam)}, batch {size}", lines, secs, outs, size, default, "default",
+                     batch_size=size, default_batch_size=default)
 
 
 def bench_profile(full, listed, lines: list[str], work: Path, common: dict, top: int = 10) -> None:

@@ -124,7 +124,11 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
         assert all(0 < r["median_shortlist_size_one_sentence"] <= r["vocab"] for r in listed)
         tabled = [r for r in rows if r["method"].endswith("input table")]  # made once at load, same outputs
         assert [r["method"] for r in tabled] == ["nmt greedy, input table"]
-        assert all(r["outputs_equal_without_table"] == "100/100" and r["speedup_vs_without_table"] > 0 for r in tabled)
+        assert all(r["outputs_equal_to_without_table"] == "100/100" and r["speedup_vs_without_table"] > 0
+                   for r in tabled)
+        gathered = [r for r in rows if r["method"].endswith("ended gathered out")]  # against whole batches
+        assert [(r["method"], r["outputs_equal_to_whole_batches"]) for r in gathered] == [
+            ("nmt greedy, ended gathered out", "100/100")] and gathered[0]["speedup_vs_whole_batches"] > 0
         bf16 = [r for r in rows if r["method"].endswith("bfloat16")]  # outputs may differ from float32
         assert [r["method"] for r in bf16] == ["nmt greedy, bfloat16", "nmt greedy, shortlist, bfloat16"]
         assert all(r["speedup_vs_float32"] > 0 and int(r["outputs_equal_to_float32"].split("/")[0]) > 0 for r in bf16)
@@ -145,7 +149,7 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
         assert sized[0]["default_batch_size"] != 16 and sized[0]["sentences_per_second"] > 0
         # other batches change float rounding, which may flip a near-tie (as for the exported graph below)
         assert int(sized[0]["outputs_equal_to_default"].split("/")[0]) > 50
-        exported = [r for r in rows[2:] if r not in listed + tabled + bf16 + unscored + sized]
+        exported = [r for r in rows[2:] if r not in listed + tabled + gathered + bf16 + unscored + sized]
         if exported[0].get("skipped"):
             pytest.skip("tensorflow-text is not installed")
         assert len(exported) == 2 and all(r["sentences_per_second"] > 0 for r in exported)

@@ -15,7 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmt.dataset import pad_batch
-from nmt.decoding import Decoder, beam_search, greedy_decode, max_output_lengths, thread_plan, translate_ids
+from nmt.decoding import (
+    COMPACT_FRACTION,
+    Decoder,
+    beam_search,
+    greedy_decode,
+    max_output_lengths,
+    thread_plan,
+    translate_ids,
+)
 from nmt.translate import Translator, translate_stream
 from nmt.vocab import BOS_ID, EOS_ID
 from tests.conftest import graph_ops, invoke
@@ -66,9 +74,15 @@ def test_pieces_output_is_the_models_own_pieces_and_report_time_counts_them(trai
 
 
 def test_sentence_alone_equals_sentence_in_a_batch(translator):
-    alone = [translator.translate([s])[0].text for s in SENTENCES]
-    batched = [t.text for t in translator.translate(SENTENCES * 3)]
-    assert batched == alone * 3
+    """Greedy and beam search alike: a sentence's outputs do not depend on the sentences decoded with it
+    (beam search stops each sentence when it is done, not when the batch is)."""
+    for beam, n_best in ((1, 1), (3, 3)):
+        alone = [translator.translate([s], beam=beam, n_best=n_best)[0].n_best for s in SENTENCES]
+        batched = [t.n_best for t in translator.translate(SENTENCES * 3, beam=beam, n_best=n_best)]
+        assert [[text for text, _ in n] for n in batched] == [[text for text, _ in n] for n in alone] * 3
+        if beam > 1:
+            np.testing.assert_allclose([[score for _, score in n] for n in batched],
+                                       [[score for _, score in n] for n in alone] * 3, atol=1e-5)
 
 
 def test_batches_decoded_at_once_give_the_same_translations_in_input_order(trained_run, translator):
@@ -115,7 +129,7 @@ def test_bfloat16_decoding_multiplies_bfloat16_copies_and_translates_like_float3
     assert translator.decoder.frozen.encoder is None and translator.decoder.frozen.projection is None
     for shortlisted in (False, True):
         for beam in (1, 3):
-            matmuls = graph_ops(bf16.decoder._fn(beam, False, shortlisted, True))
+            matmuls = graph_ops(bf16.decoder._fn(beam, False, shortlisted, True, 1))
             float32 = [m for m in matmuls if m[2] == "float32"]
             # the bridge and the keys, once per batch, and the decoding loop's attention scores and context
             assert len(float32) == 4 and sum(m[0] == "main" for m in float32) == 2, float32
@@ -125,7 +139,7 @@ def test_bfloat16_decoding_multiplies_bfloat16_copies_and_translates_like_float3
             # the encoder's input projections (main) and recurrent products (one loop a direction)
             assert sum(m[0] == "main" and m[2] == "bfloat16" for m in matmuls) == 2, matmuls
             assert len({m[0] for m in matmuls if m[0] not in ("main", loop) and m[2] == "bfloat16"}) == 2, matmuls
-            float32_graph = graph_ops(translator.decoder._fn(beam, False, shortlisted, True))
+            float32_graph = graph_ops(translator.decoder._fn(beam, False, shortlisted, True, 1))
             assert len(float32_graph) == len(matmuls) and {m[2] for m in float32_graph} == {"float32"}
     # the log-probabilities of float32's translations, step by step, from the copies and from the variables
     src = _padded(bf16.src_vocab.encode(SENTENCES), suffix=EOS_ID)
@@ -177,6 +191,37 @@ def test_beam_of_one_is_greedy(translator):
     np.testing.assert_allclose(g_scores.numpy(), b_scores.numpy()[:, 0], rtol=1e-5)
     greedy = [t.text for t in translator.translate(SENTENCES, beam=1)]
     assert [t.text for t in translator.translate(SENTENCES, beam=5)] != [] and len(greedy) == len(SENTENCES)
+
+
+def test_ended_sentences_are_gathered_out_of_the_batch_without_changing_any_output(translator):
+    """Output limits of 2..9 end the sentences one step after another, so both searches gather the ended
+    ones out of their batch (the first by step 3, then again); with the gathering switched off
+    (``compact_fraction`` above 1) every output is the same. Beam search with ``n_best`` 3 goes on with a
+    sentence until 3 hypotheses have ended: all 3 end with EOS, ranked by score."""
+    src = _padded(translator.src_vocab.encode(SENTENCES * 2), suffix=EOS_ID)
+    limits = tf.range(2, 10)
+
+    def run(beam: int, compact_fraction: float) -> list[np.ndarray]:  # [B, K, T], [B, K], [B, K], [B, K, T, S]
+        if beam == 1:
+            out = tf.function(lambda s, m: greedy_decode(translator.model, s, m, with_attention=True,
+                                                         compact_fraction=compact_fraction))(src, limits)
+            return [x.numpy()[:, None] for x in out]
+        out = tf.function(lambda s, m: beam_search(translator.model, s, m, beam, 1.0, with_attention=True,
+                                                   n_best=beam, compact_fraction=compact_fraction))(src, limits)
+        return [x.numpy() for x in out]
+
+    for beam in (1, 3):
+        tokens, lengths, scores, attention = run(beam, COMPACT_FRACTION)
+        whole = run(beam, 2.0)
+        assert all(lengths[:, 0] <= np.arange(2, 10)) and tokens.shape[2] > 3  # EOS by the limits
+        np.testing.assert_array_equal(tokens, whole[0])
+        np.testing.assert_array_equal(lengths, whole[1])
+        np.testing.assert_allclose(scores, whole[2], atol=1e-5)
+        assert not attention[0, :, 3:].any() and whole[3][0, :, 3:].any()  # sentence 0 gathered out by step 3
+        for (i, j), n in np.ndenumerate(lengths):  # the weights of each output token and EOS
+            np.testing.assert_allclose(attention[i, j, :n], whole[3][i, j, :n], atol=1e-6)
+        assert (tokens == EOS_ID).any(-1).all()  # beam search: all 3 hypotheses of every sentence ended
+        assert (np.diff(scores, axis=1) <= 0).all()
 
 
 def test_eos_stops_decoding_early(trained_run):
