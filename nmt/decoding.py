@@ -95,6 +95,11 @@ def _block_eos_before(t: tf.Tensor, min_length: int, scores: tf.Tensor) -> tf.Te
     return scores + tf.where(t < min_length, block, 0.0)
 
 
+def _rows_vary(x: tf.Tensor) -> tf.TensorShape:
+    """The shape invariant of a decoding loop's per-row tensor ``x``: its rows come and go."""
+    return tf.TensorShape([None, *x.shape[1:]])
+
+
 def _time_to_compact(ended: tf.Tensor, fraction: float) -> tf.Tensor:
     """Whether ``ended`` [b] (the sentences still in a decoding loop that have ended) holds at least
     ``fraction`` of them, and one."""
@@ -161,11 +166,10 @@ def greedy_decode(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor,
                          lambda: active)
         return t + 1, active, lengths, scores, tokens, attn
 
-    varying = lambda x: tf.TensorShape([None, *x.shape[1:]])  # noqa: E731  (the active rows vary)
     _, _, lengths, scores, tokens, attn = tf.while_loop(
         lambda t, active, *_: tf.logical_and(t < limit, ~tf.reduce_all(active[-1])),
         body, (0, active, lengths, scores, tokens, attn),
-        shape_invariants=(tf.TensorShape([]), tuple(varying(x) for x in active), lengths.shape, scores.shape,
+        shape_invariants=(tf.TensorShape([]), tuple(map(_rows_vary, active)), lengths.shape, scores.shape,
                           tf.TensorShape(None), tf.TensorShape(None)),
         maximum_iterations=limit)
     out = tf.transpose(tokens.stack(), [1, 0])
@@ -296,8 +300,7 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
                               lambda: (active, out))
         return t + 1, active, out
 
-    varying = lambda x: tf.TensorShape([None, *x.shape[1:]])  # noqa: E731  (the active sentences vary)
-    invariants = _Beams(*map(varying, active))._replace(seqs=tf.TensorShape([None, k, None]),  # t grows too
+    invariants = _Beams(*map(_rows_vary, active))._replace(seqs=tf.TensorShape([None, k, None]),  # t grows too
                                                         attn=tf.TensorShape([None, k, None, None]))
     t, active, out = tf.while_loop(
         lambda t, active, out: tf.logical_and(t < limit, ~tf.reduce_all(is_done(active.ended))),
