@@ -191,7 +191,6 @@ class _Beams(NamedTuple):
     mask: tf.Tensor
     limits: tf.Tensor    #: [b, K] output limits
     scores: tf.Tensor    #: [b, K] sums of log-probabilities
-    finished: tf.Tensor  #: [b, K] ended, or cut short when their sentence was done
     lengths: tf.Tensor   #: [b, K] tokens, EOS included
     ended: tf.Tensor     #: [b, K] ended with EOS
     seqs: tf.Tensor      #: [b, K, t] tokens so far
@@ -237,7 +236,7 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     active = _Beams(tf.range(batch), tf.fill([batch * k], BOS_ID), tile(state), tile(memory), tile(keys), tile(mask),
                     limits=tf.reshape(tile(max_lengths), [batch, k]),
                     scores=tf.tile(tf.constant([0.0] + [_NEG_INF] * (k - 1))[None, :], [batch, 1]),
-                    finished=tf.zeros([batch, k], tf.bool), lengths=tf.zeros([batch, k], tf.int32),
+                    lengths=tf.zeros([batch, k], tf.int32),
                     ended=tf.zeros([batch, k], tf.bool), seqs=tf.zeros([batch, k, 0], tf.int32),
                     attn=tf.zeros([batch, k, 0, src_len], tf.float32))
     out = (tf.zeros([batch, k], tf.float32), tf.zeros([batch, k], tf.int32), tf.zeros([batch, k, limit], tf.int32),
@@ -269,8 +268,9 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
                         for name, x in zip(_Beams._fields, active))), out
 
     def body(t, active: _Beams, out):
-        rows, y, state, memory, keys, mask, limits, scores, finished, lengths, ended, seqs, attn = active
+        rows, y, state, memory, keys, mask, limits, scores, lengths, ended, seqs, attn = active
         b = tf.size(rows)
+        finished = ended | is_done(ended)[:, None]  # ended, or cut short because their sentence was done
         hidden, state, weights = model.decoder.step(y, state, memory, keys, mask, step_weights)
         log_probs = tf.reshape(tf.nn.log_softmax(model.logits(hidden, by_column, targets)), [b, k, vocab])
         log_probs = _block_eos_before(t, min_length, log_probs)
@@ -294,8 +294,8 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
         # Scores only fall, so once a sentence's best hypothesis has ended nothing can overtake it: the
         # sentence is done (with n_best ended) and its hypotheses stay as they are, whatever the batch does.
         done = is_done(ended)
-        active = _Beams(rows, tf.reshape(token, [-1]), state, memory, keys, mask, limits, scores,
-                        ended | done[:, None], lengths, ended, seqs, attn)
+        active = _Beams(rows, tf.reshape(token, [-1]), state, memory, keys, mask, limits, scores, lengths, ended,
+                        seqs, attn)
         active, out = tf.cond(_time_to_compact(done, compact_fraction), lambda: compact(active, out, done),
                               lambda: (active, out))
         return t + 1, active, out

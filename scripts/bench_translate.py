@@ -17,7 +17,8 @@ source pieces); its outputs are compared with ``nmt translate``'s.
 Then the input table's rows: the same decoding with and without the decoder's input projections made
 once at load (``Decoder(frozen_weights=True)``), alternated in one process; the "ended gathered out" rows
 decode as ``nmt translate`` does, gathering the sentences that have ended out of the batch, against a decoder
-that keeps every batch whole to its end (``compact_fraction`` 2), alternated. The shortlist rows decode
+that keeps every batch whole to its end (``compact_fraction`` 2), alternated (``--compact-fractions F ...``:
+a row for each fraction, all alternated together). The shortlist rows decode
 over the run's lexical shortlist (``decoding.shortlist``), alternated with the whole vocabulary in
 the same process; the "without scores" rows decode greedily without the scores' softmax normaliser
 (``translate(with_scores=False)``, what ``nmt translate`` does for text output) against with it, the
@@ -107,6 +108,8 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[], metavar="N",
                         help="also decode at these batch sizes, alternated with the run's decoding.batch_size")
+    parser.add_argument("--compact-fractions", type=float, nargs="+", metavar="F",
+                        help="the ended-gathered-out rows at these decoding compact fractions (default: nmt's)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="profile greedy decoding of the first N lines (0: no)")
     args = parser.parse_args()
@@ -114,6 +117,11 @@ def main() -> None:
         parser.error("--profile must be 0 or more")
     if any(size < 1 for size in args.batch_sizes):
         parser.error("--batch-sizes must be at least 1")
+    from nmt.decoding import COMPACT_FRACTION
+
+    args.compact_fractions = args.compact_fractions or [COMPACT_FRACTION]
+    if any(not 0 < f <= 1 for f in args.compact_fractions):
+        parser.error("--compact-fractions must be above 0 and at most 1")
     from nmt.sysinfo import machine
     from nmt.translate import Translator
 
@@ -267,19 +275,27 @@ def bench_input_table(translator, lines: list[str], args, common: dict) -> None:
 
 
 def bench_whole_batches(translator, lines: list[str], args, common: dict) -> None:
-    """Decoding that gathers the sentences that have ended out of its batch (``nmt translate``) against
-    a decoder that keeps every batch whole to its end (``compact_fraction`` above 1), alternated in one
-    process (greedy without scores, as ``nmt translate`` prints text; beam search with them)."""
+    """Decoding that gathers the sentences that have ended out of its batch, at each of
+    ``--compact-fractions`` (default ``nmt translate``'s), against a decoder that keeps every batch whole
+    to its end (``compact_fraction`` above 1), alternated in one process (greedy without scores, as
+    ``nmt translate`` prints text; beam search with them)."""
     from nmt.decoding import Decoder
 
-    whole = with_decoding(translator)
-    whole.decoder = Decoder(translator.model, translator.decoding, translator.decoder.shortlist, True,
-                            compact_fraction=2.0)
+    def gathering(fraction: float):
+        if fraction == translator.decoder.compact_fraction:
+            return translator
+        other = with_decoding(translator)
+        other.decoder = Decoder(translator.model, translator.decoding, translator.decoder.shortlist, True,
+                                compact_fraction=fraction)
+        return other
+
+    decoders = {"whole": gathering(2.0), **{f: gathering(f) for f in args.compact_fractions}}
     for beam in args.beams:
-        options = {name: {"with_scores": beam > 1} for name in ("whole", "gathered")}
-        secs, outs = alternated({"whole": whole, "gathered": translator}, lines, beam, args.repeats, options)
-        compared(common, f"{decoding_name(beam)}, ended gathered out", lines, secs, outs, "gathered", "whole",
-                 "whole_batches")
+        options = {name: {"with_scores": beam > 1} for name in decoders}
+        secs, outs = alternated(decoders, lines, beam, args.repeats, options)
+        for fraction in args.compact_fractions:
+            compared(common, f"{decoding_name(beam)}, ended gathered out", lines, secs, outs, fraction, "whole",
+                     "whole_batches", compact_fraction=fraction)
 
 
 def bench_scores(full, listed, lines: list[str], args, common: dict) -> None:
