@@ -196,7 +196,8 @@ def train(config, resume, overwrite, overrides) -> None:
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), help="write this file instead of stdout")
 @click.option("--beam", type=click.IntRange(1, 64), help="beam size (1 = greedy; default: the run's config)")
 @click.option("--n-best", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="hypotheses per line, printed as text<TAB>score pairs on the line")
+              help="hypotheses per line, printed as text<TAB>score pairs on the line (fewer where a "
+                   "sentence's output limit allows fewer)")
 @click.option("--length-penalty", type=click.FloatRange(0.0), help="beam search length penalty")
 @click.option("--batch-size", type=click.IntRange(1), help="sentences per decoding batch")
 @click.option("--shortlist/--no-shortlist", default=None,

@@ -215,7 +215,8 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     :func:`greedy_decode`. Once ``compact_fraction`` of the sentences still searched are done, their
     hypotheses are set aside and the rest gathered into a smaller batch. Returns
     ``(tokens [B, K, T], lengths [B, K], scores [B, K], attention [B, K, T, S])``, hypotheses
-    sorted best first.
+    sorted best first; where a sentence has fewer possible outputs than ``beam_size`` (an output
+    limit of 1), the rest are scored -inf (:func:`translate_ids` leaves them out).
     """
     k = beam_size
     memory, keys, mask, state = model.encode(src, frozen_encoder=frozen and frozen.encoder)
@@ -310,10 +311,14 @@ def beam_search(model: Seq2Seq, src: tf.Tensor, max_lengths: tf.Tensor, beam_siz
     scores, lengths, seqs, attn = write_out(out, tf.range(tf.size(active.rows)), active)
     seqs, attn = seqs[:, :, :t], attn[:, :, :t] if with_attention else attn
     normalised = scores / tf.pow(tf.cast(tf.maximum(lengths, 1), tf.float32), length_penalty)
+    # A score that carries a -1e9 (an empty slot of the first beam, a token the output limit forbids) is no
+    # output at all: a sentence can have fewer outputs than the beam (a limit of 1 allows only EOS). -inf.
+    possible = scores > _NEG_INF / 2
+    normalised = tf.where(possible, normalised, -np.inf)
     # Ranked by normalised score, the hypotheses that ended with EOS first (the others were cut short
-    # when their sentence was done; every sentence has at least its best one ended).
+    # when their sentence was done; every sentence has at least its best one ended), impossible ones last.
     order = tf.argsort(normalised, axis=1, direction="DESCENDING", stable=True)
-    ended = tf.cast(tf.reduce_any(tf.equal(seqs, EOS_ID), axis=2), tf.int32)
+    ended = tf.cast(tf.reduce_any(tf.equal(seqs, EOS_ID), axis=2) & possible, tf.int32)
     order = tf.gather(order, tf.argsort(tf.gather(ended, order, batch_dims=1), axis=1, direction="DESCENDING",
                                         stable=True), batch_dims=1)
     take = lambda x: tf.gather(x, order, batch_dims=1)  # noqa: E731
@@ -449,6 +454,8 @@ def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int,
             for j, i in enumerate(rows):
                 out = []
                 for n in range(min(n_best, hyp.tokens.shape[1])):
+                    if n and hyp.scores is not None and hyp.scores[j, n] == -np.inf:
+                        break  # no more outputs this sentence can have (beam_search)
                     ids = strip(hyp.tokens[j, n])
                     att = None
                     if hyp.attention is not None:

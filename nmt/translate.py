@@ -37,11 +37,12 @@ class Translation:
     attention: np.ndarray | None = None
     truncated: bool = False
 
-    def to_json(self) -> str:
-        """One JSON object: source, translation, score, tokens (and the n-best list if longer than 1)."""
+    def to_json(self, with_n_best: bool = False) -> str:
+        """One JSON object: source, translation, score, tokens, and the n-best list if ``with_n_best``
+        (``--n-best`` above 1: on every line, however many outputs the line has) or longer than 1."""
         obj: dict[str, Any] = {"source": self.source, "translation": self.text, "score": self.score,
                                "tokens": self.tokens}
-        if len(self.n_best) > 1:
+        if with_n_best or len(self.n_best) > 1:
             obj["n_best"] = [{"translation": t, "score": s} for t, s in self.n_best]
         return json.dumps(obj, ensure_ascii=False)
 
@@ -234,7 +235,7 @@ def translate_stream(translator: Translator, source: IO[bytes], sink: IO[str], b
                 stats.truncated += t.truncated
                 stats.target_pieces += t.tokens
                 if as_json:
-                    lines.append(t.to_json())
+                    lines.append(t.to_json(n_best > 1))
                 elif pieces:
                     lines.append(" ".join(translator.tgt_vocab.pieces(t.target_ids)))
                 elif n_best > 1:

@@ -58,6 +58,10 @@ def test_json_and_n_best_formats(trained_run):
     assert len(lines) == 2 and all(len(line.split("\t")) == 6 for line in lines)
     scores = [float(x) for x in lines[0].split("\t")[1::2]]
     assert scores == sorted(scores, reverse=True)
+    r = invoke("translate", "--model", str(trained_run), "--beam", "3", "--n-best", "3", "--json", input="Thanks.\n\n")
+    rows = [json.loads(line) for line in r.stdout.splitlines()]  # the n-best key on every line, the empty one too
+    assert [len(row["n_best"]) for row in rows] == [3, 0]
+    assert rows[0]["n_best"][0]["translation"] == rows[0]["translation"]
 
 
 def test_pieces_output_is_the_models_own_pieces_and_report_time_counts_them(trained_run, translator):
@@ -83,6 +87,17 @@ def test_sentence_alone_equals_sentence_in_a_batch(translator):
         if beam > 1:
             np.testing.assert_allclose([[score for _, score in n] for n in batched],
                                        [[score for _, score in n] for n in alone] * 3, atol=1e-5)
+
+
+def test_n_best_lists_hold_only_the_outputs_the_limit_allows(translator):
+    """An output limit of 1 allows one output, EOS alone: beam 3's 3-best list holds that one, not two
+    filler hypotheses scored -1e9; a limit of 2 allows more than 3, all with real scores."""
+    ids = translator.src_vocab.encode(SENTENCES)
+    for limit, expected in ((1, 1), (2, 3)):
+        cfg = dataclasses.replace(translator.decoding, max_length_a=0.0, max_length_b=limit, max_length_cap=limit)
+        results = translate_ids(Decoder(translator.model, cfg), ids, 4, beam=3, n_best=3)
+        assert [len(r) for r in results] == [expected] * len(SENTENCES)
+        assert all(-1e3 < h[1] < 0 and len(h[0]) < limit for r in results for h in r)
 
 
 def test_batches_decoded_at_once_give_the_same_translations_in_input_order(trained_run, translator):
