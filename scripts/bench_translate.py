@@ -196,13 +196,15 @@ def with_decoding(translator, **decoding):
     return other
 
 
-def variant(translator, frozen_weights: bool = True, **decoding):
+def variant(translator, frozen_weights: bool = True, compact_fraction: float | None = None, **decoding):
     """A copy of ``translator`` (the same model and vocabularies) with a decoder of its own:
-    ``decoding`` changes its settings, ``frozen_weights`` as in :class:`nmt.decoding.Decoder`."""
-    from nmt.decoding import Decoder
+    ``decoding`` changes its settings, ``frozen_weights`` and ``compact_fraction`` (None: the default) as
+    in :class:`nmt.decoding.Decoder`."""
+    from nmt.decoding import COMPACT_FRACTION, Decoder
 
     other = with_decoding(translator, **decoding)
-    other.decoder = Decoder(translator.model, other.decoding, translator.decoder.shortlist, frozen_weights)
+    other.decoder = Decoder(translator.model, other.decoding, translator.decoder.shortlist, frozen_weights,
+                            COMPACT_FRACTION if compact_fraction is None else compact_fraction)
     return other
 
 
@@ -279,15 +281,9 @@ def bench_whole_batches(translator, lines: list[str], args, common: dict) -> Non
     ``--compact-fractions`` (default ``nmt translate``'s), against a decoder that keeps every batch whole
     to its end (``compact_fraction`` above 1), alternated in one process (greedy without scores, as
     ``nmt translate`` prints text; beam search with them)."""
-    from nmt.decoding import Decoder
-
     def gathering(fraction: float):
-        if fraction == translator.decoder.compact_fraction:
-            return translator
-        other = with_decoding(translator)
-        other.decoder = Decoder(translator.model, translator.decoding, translator.decoder.shortlist, True,
-                                compact_fraction=fraction)
-        return other
+        same = fraction == translator.decoder.compact_fraction
+        return translator if same else variant(translator, compact_fraction=fraction)
 
     decoders = {"whole": gathering(2.0), **{f: gathering(f) for f in args.compact_fractions}}
     for beam in args.beams:
