@@ -117,11 +117,11 @@ def main() -> None:
         parser.error("--profile must be 0 or more")
     if any(size < 1 for size in args.batch_sizes):
         parser.error("--batch-sizes must be at least 1")
+    if any(not 0 < f <= 1 for f in args.compact_fractions or []):
+        parser.error("--compact-fractions must be above 0 and at most 1")
     from nmt.decoding import COMPACT_FRACTION
 
     args.compact_fractions = args.compact_fractions or [COMPACT_FRACTION]
-    if any(not 0 < f <= 1 for f in args.compact_fractions):
-        parser.error("--compact-fractions must be above 0 and at most 1")
     from nmt.sysinfo import machine
     from nmt.translate import Translator
 

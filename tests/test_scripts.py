@@ -386,6 +386,8 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
     ("bench_startup.py", ["--trees", "nowhere"], "holds no nmt/__init__.py"),
     ("bench_translate.py", ["--quick", "--profile", "-1"], "--profile must be 0 or more"),
     ("bench_translate.py", ["--quick", "--batch-sizes", "64", "0"], "--batch-sizes must be at least 1"),
+    ("bench_translate.py", ["--quick", "--compact-fractions", "0.1", "0"],
+     "--compact-fractions must be above 0 and at most 1"),
     ("bench_sampler.py", ["--quick", "--steps", "0"], "--steps and --validate-every must be at least 1"),
     ("bench_sampler.py", ["--quick", "--seeds", "-3"], "--distortions and --seeds must be 0 or more")])
 def test_bench_scripts_reject_bad_optimizer_and_toolkit_arguments(script, extra, message, capsys, tmp_path):
