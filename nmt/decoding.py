@@ -454,7 +454,7 @@ def translate_ids(decoder: Decoder, sentences: list[list[int]], batch_size: int,
             for j, i in enumerate(rows):
                 out = []
                 for n in range(min(n_best, hyp.tokens.shape[1])):
-                    if n and hyp.scores is not None and hyp.scores[j, n] == -np.inf:
+                    if n and hyp.scores[j, n] == -np.inf:  # n > 0: beam search, which always scores
                         break  # no more outputs this sentence can have (beam_search)
                     ids = strip(hyp.tokens[j, n])
                     att = None
