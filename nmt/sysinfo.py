@@ -4,6 +4,7 @@ CPU cores, TensorFlow's process settings and its CPU thread pools."""
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import platform
 import sys
@@ -37,6 +38,23 @@ def tensorflow_environment(quiet: bool = False) -> None:
     os.environ.setdefault("TF_CPU_BFC_MEM_LIMIT_IN_MB", str(max(memory_mb, 1024)))
 
 
+_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The vector extensions of the first CPU in ``/proc/cpuinfo`` that nmt's choices and reports name
+    (of ``avx2``, ``fma``, ``avx512f``, ``avx512_bf16``, ``amx_tile``); empty where there is no such file."""
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        return frozenset()
+    for line in info.read_text(errors="replace").splitlines():
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "flags":
+            return frozenset(value.split()) & frozenset(_FLAGS)
+    return frozenset()
+
+
 def machine() -> dict[str, object]:
     """CPU model, family and vector extensions, core count, Python and (if imported) TensorFlow
     versions, date.
@@ -45,7 +63,7 @@ def machine() -> dict[str, object]:
     machine's model name may say only "AMD EPYC" for CPU generations whose vector units differ
     twofold (AMD family 25 runs AVX-512 on 256-bit halves, family 26 on full 512-bit units).
     """
-    cpu, flags, ids = platform.processor() or platform.machine(), [], {}
+    cpu, ids = platform.processor() or platform.machine(), {}
     info = Path("/proc/cpuinfo")
     if info.is_file():
         for line in info.read_text(errors="replace").splitlines():
@@ -54,9 +72,7 @@ def machine() -> dict[str, object]:
                 cpu = value
             elif key in ("cpu family", "model", "stepping") and key not in ids:
                 ids[key] = value
-            elif key == "flags" and not flags:
-                have = set(value.split())
-                flags = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in have]
+    flags = [f for f in _FLAGS if f in cpu_flags()]
     out: dict[str, object] = {"cpu": cpu, "cpu_flags": flags, "cores": os.cpu_count(),
                               "python": platform.python_version(), "date": datetime.date.today().isoformat()}
     if ids:

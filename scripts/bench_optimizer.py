@@ -15,12 +15,18 @@ optimizer the median, and the median of the per-pair ratios against the first op
 
 ``--unmerged`` adds, for each optimizer, a Trainer that keeps repeated sampled candidates as separate
 columns (``nmt.losses.merge_duplicate_candidates`` left out: the same loss from more columns), named
-"<optimizer> unmerged", so the merge's gain is measured the same way.
+"<optimizer> unmerged", so the merge's gain is measured the same way. ``--gru-layouts`` does the same
+for the layout of the GRU loops' states (``nmt.model.gru.unit_major_recurrence``, read when a step is
+traced): ``auto`` is nmt's choice, ``batch`` every loop [B, U], ``unit`` every loop [U, B]; a Trainer per
+layout, named "<optimizer> <layout>-major GRU loops" for the forced ones.
+
+    python scripts/bench_optimizer.py --optimizers adam --gru-layouts auto batch   # nmt's layouts against [B, U]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -47,6 +53,8 @@ def main() -> None:
                         help="also each optimizer with repeated sampled candidates left unmerged")
     parser.add_argument("--sampler-distortion", type=float, default=None,
                         help="training.sampler_distortion (default: nmt's)")
+    parser.add_argument("--gru-layouts", nargs="+", default=["auto"], choices=["auto", "batch", "unit"],
+                        help="the GRU loops' state layouts to compare (auto: nmt's; batch: [B, U]; unit: [U, B])")
     parser.add_argument("--quick", action="store_true", help="tiny model on the bundled sample (< 1 minute)")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     args = parser.parse_args()
@@ -59,6 +67,7 @@ def main() -> None:
     import tensorflow as tf
 
     from nmt.config import TrainingConfig, config_from_dict
+    from nmt.model import gru
     from nmt.sysinfo import available_cores, machine, set_cpu_threads
     from nmt.training import Trainer, training_thread_plan
 
@@ -70,10 +79,12 @@ def main() -> None:
     work = Path(args.work)
     prep = prepared_dir(work, 500 if args.quick else 8000, args.quick)
     sampler = {} if args.sampler_distortion is None else {"sampler_distortion": args.sampler_distortion}
-    variants = [(name, merged) for name in args.optimizers for merged in ((True, False) if args.unmerged else (True,))]
-    trainers = {}
-    for name, merged in variants:
-        label = name if merged else f"{name} unmerged"
+    merges = (True, False) if args.unmerged else (True,)
+    variants = [(name, merged, layout) for name in args.optimizers for merged in merges for layout in args.gru_layouts]
+    trainers, layouts = {}, {}
+    for name, merged, layout in variants:
+        label = (name if merged else f"{name} unmerged") + ("" if layout == "auto" else f" {layout}-major GRU loops")
+        layouts[label] = layout
         cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**(TINY_MODEL if args.quick else {}),
                                                                                "dropout": 0.0},
                                 "training": {"run_dir": str(work / f"run_optimizer_{label.replace(' ', '_')}"),
@@ -84,9 +95,10 @@ def main() -> None:
     names = list(trainers)
     first = trainers[names[0]]
     batches = [[tf.constant(x) for x in first.planner.make_batch(rows)] for rows in first.planner.plan(0)[:steps + 5]]
-    for trainer in trainers.values():
-        for batch in batches[:5]:
-            trainer._train_step(*batch)
+    for label, trainer in trainers.items():
+        with gru_layout(gru, layouts[label]):  # the step is traced at its first call
+            for batch in batches[:5]:
+                trainer._train_step(*batch)
     info = {**machine(), "num_sampled": num_sampled, "sampler_distortion": first.cfg.training.sampler_distortion,
             "steps": steps, "parallel_parts": parts, "quick": args.quick}
     times: dict[str, list[float]] = {name: [] for name in trainers}
@@ -102,6 +114,18 @@ def main() -> None:
                           "median_ms_per_step": round(statistics.median(ms), 2),
                           f"median_speedup_vs_{base}": round(statistics.median(ratios), 3),
                           "pair_speedups": [round(r, 3) for r in ratios], **info}), flush=True)
+
+
+@contextlib.contextmanager
+def gru_layout(gru, layout: str):
+    """Force the GRU loops' layout (``batch`` or ``unit``) for the steps traced inside; ``auto``: nmt's choice."""
+    choose = gru.unit_major_recurrence
+    if layout != "auto":
+        gru.unit_major_recurrence = lambda units: layout == "unit"
+    try:
+        yield
+    finally:
+        gru.unit_major_recurrence = choose
 
 
 if __name__ == "__main__":

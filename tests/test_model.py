@@ -77,8 +77,8 @@ def test_step_by_step_equals_teacher_forcing_and_checkpoint_round_trip(placement
 def test_cpu_loops_equal_keras_and_autodiff_in_outputs_and_gradients(placement, monkeypatch):
     """On CPUs the GRUs run nmt.model.gru's loop and the feed decoder nmt.model.feed's, each with a
     hand-written backward pass; they must compute what keras.layers.GRU and the decoder's plain
-    loop differentiated by TensorFlow compute, gradients included, and right padding must not
-    change the real positions."""
+    loop differentiated by TensorFlow compute, gradients included, with the GRU loops' states in
+    either layout, and right padding must not change the real positions."""
     cfg = ModelConfig(embedding_dim=8, encoder_units=6, encoder_layers=2, decoder_units=10, attention_units=6,
                       attentional_units=7, dropout=0.0, attention_placement=placement)
     model = build_model(cfg, 30, 40)
@@ -89,8 +89,9 @@ def test_cpu_loops_equal_keras_and_autodiff_in_outputs_and_gradients(placement, 
     src = tf.constant([[5, 6, 7, 8, 9, 3], [8, 9, 3, 0, 0, 0], [4, 3, 0, 0, 0, 0]])
     tgt = tf.constant([[2, 10, 11, 12], [2, 13, 14, 15], [2, 16, 0, 0]])
 
-    def run(use_keras: bool):
+    def run(use_keras: bool, unit_major: bool = False):
         monkeypatch.setattr(gru, "cudnn_available", lambda: use_keras)
+        monkeypatch.setattr(gru, "unit_major_recurrence", lambda units: unit_major)
 
         @tf.function
         def loss_and_grads(src, tgt):
@@ -104,27 +105,30 @@ def test_cpu_loops_equal_keras_and_autodiff_in_outputs_and_gradients(placement, 
 
         return loss_and_grads(src, tgt)
 
-    fused_hidden, fused_weights, fused_grads = run(False)
     keras_hidden, keras_weights, keras_grads = run(True)
-    np.testing.assert_allclose(fused_hidden.numpy(), keras_hidden.numpy(), atol=1e-6)
-    np.testing.assert_allclose(fused_weights.numpy(), keras_weights.numpy(), atol=1e-6)
-    compared = []
-    for var, a, b in zip(model.trainable_variables, fused_grads, keras_grads):
-        if a is None and b is None:  # the output projection is not in this loss
-            continue
-        b = tf.convert_to_tensor(b).numpy()
-        a = tf.convert_to_tensor(a).numpy()
-        np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max(), err_msg=var.path)  # relative to its scale
-        compared.append(var.path)
-    # kernel, recurrent kernel, bias of 4 encoder directions and the decoder; the attention's 4 weights
-    assert sum("gru" in p for p in compared) == 3 * 5 and sum("/attention/" in p or "/key/" in p for p in compared) == 4
-    # the same sentences with two more columns of padding give the same real positions
-    padded = tf.pad(src, [[0, 0], [0, 2]])
-    memory, _, mask, state = model.encode(padded)
-    memory_ref, _, _, state_ref = model.encode(src)
-    np.testing.assert_allclose(state.numpy(), state_ref.numpy(), atol=1e-6)
-    np.testing.assert_allclose(tf.where(mask[:, :6, None], memory[:, :6], 0.0).numpy(),
-                               tf.where(mask[:, :6, None], memory_ref, 0.0).numpy(), atol=1e-6)
+    for unit_major in (False, True):  # the loops' states as [B, U] and as [U, B] (gru.unit_major_recurrence)
+        fused_hidden, fused_weights, fused_grads = run(False, unit_major)
+        np.testing.assert_allclose(fused_hidden.numpy(), keras_hidden.numpy(), atol=1e-6)
+        np.testing.assert_allclose(fused_weights.numpy(), keras_weights.numpy(), atol=1e-6)
+        compared = []
+        for var, a, b in zip(model.trainable_variables, fused_grads, keras_grads):
+            if a is None and b is None:  # the output projection is not in this loss
+                continue
+            b = tf.convert_to_tensor(b).numpy()
+            a = tf.convert_to_tensor(a).numpy()
+            np.testing.assert_allclose(a, b, atol=1e-4 * np.abs(b).max(), err_msg=var.path)  # relative to its scale
+            compared.append(var.path)
+        # kernel, recurrent kernel, bias of 4 encoder directions and the decoder; the attention's 4 weights
+        assert sum("gru" in p for p in compared) == 3 * 5
+        assert sum("/attention/" in p or "/key/" in p for p in compared) == 4
+        # the same sentences with two more columns of padding give the same real positions (forward-only loops)
+        padded = tf.pad(src, [[0, 0], [0, 2]])
+        memory, _, mask, state = model.encode(padded)
+        monkeypatch.setattr(gru, "unit_major_recurrence", lambda units: False)
+        memory_ref, _, _, state_ref = model.encode(src)
+        np.testing.assert_allclose(state.numpy(), state_ref.numpy(), atol=1e-6)
+        np.testing.assert_allclose(tf.where(mask[:, :6, None], memory[:, :6], 0.0).numpy(),
+                                   tf.where(mask[:, :6, None], memory_ref, 0.0).numpy(), atol=1e-6)
 
 
 def test_bfloat16_matmuls_reach_every_weight_and_gradients_stay_float32():
