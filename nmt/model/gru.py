@@ -133,7 +133,7 @@ def gru_sequence(x_proj: tf.Tensor, h0: tf.Tensor, recurrent_kernel: tf.Tensor, 
     masks = None if mask is None else tf.cast(mask, dtype)[:, :, None]
     masks_l = None if masks is None else swap(masks)
     if not training:
-        rk, rb = (tf.transpose(recurrent_kernel), recurrent_bias[:, None]) if unit_major else (
+        rk, rb = (tf.transpose(recurrent_kernel), tf.cast(recurrent_bias, dtype)[:, None]) if unit_major else (
             recurrent_kernel, recurrent_bias)
         outputs, h_last, _ = _forward(swap(x_proj), swap(h0), rk, rb, masks_l, False, unit_major)
         return swap(outputs), swap(h_last)
