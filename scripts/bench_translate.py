@@ -25,6 +25,11 @@ the same process; the "without scores" rows decode greedily without the scores' 
 same decoder alternated in one process; the bfloat16 rows decode with ``decoding.precision: bfloat16`` (the whole
 vocabulary, then the shortlist), alternated with float32. ``--ref`` adds BLEU of both sides.
 
+The "transposed few-row kernels" rows decode with the loaded model's step kernels that multiply a
+sentence batch's rows also copied transposed (``nmt.model.decoder.step_weights`` where
+``nmt.model.ops.weights_first_faster``, AVX2 CPUs without AVX-512), against without those copies,
+alternated in one process, whatever this CPU's choice.
+
 ``--batch-sizes N ...`` adds rows at other decoding batch sizes, each alternated with the run's
 ``decoding.batch_size`` in one process (greedy without scores, as ``nmt translate`` prints text).
 
@@ -172,6 +177,7 @@ def main() -> None:
     bench_export(translator, lines, reference, args.repeats, Path(args.work), common)
     bench_input_table(translator, lines, args, common)
     bench_whole_batches(translator, lines, args, common)
+    bench_transposed(translator, lines, args, common)
     listed = None
     if not args.no_shortlist:
         listed = Translator(run_dir, shortlist=True, shortlist_per_source=args.shortlist_per_source,
@@ -292,6 +298,27 @@ def bench_whole_batches(translator, lines: list[str], args, common: dict) -> Non
         for fraction in args.compact_fractions:
             compared(common, f"{decoding_name(beam)}, ended gathered out", lines, secs, outs, fraction, "whole",
                      "whole_batches", compact_fraction=fraction)
+
+
+def bench_transposed(translator, lines: list[str], args, common: dict) -> None:
+    """A loaded model's few-row step kernels copied transposed as well (``decoder.step_weights``; a step uses them
+    at ``decoder.TRANSPOSED_ROWS`` rows) against not, alternated in one process (greedy without scores,
+    as ``nmt translate`` prints text; beam search with them). The row says which this CPU uses."""
+    from nmt.model import decoder as decoder_module
+
+    original = decoder_module.weights_first_faster
+    decoders = {}
+    for name, transposed in (("plain", False), ("transposed", True)):
+        decoder_module.weights_first_faster = lambda transposed=transposed: transposed  # read by the copies only
+        try:
+            decoders[name] = variant(translator)
+        finally:
+            decoder_module.weights_first_faster = original
+    for beam in args.beams:
+        options = {name: {"with_scores": beam > 1} for name in decoders}
+        secs, outs = alternated(decoders, lines, beam, args.repeats, options)
+        compared(common, f"{decoding_name(beam)}, transposed few-row kernels", lines, secs, outs, "transposed",
+                 "plain", "plain_kernels", this_cpu_uses_transposed=original())
 
 
 def bench_scores(full, listed, lines: list[str], args, common: dict) -> None:

@@ -14,6 +14,7 @@ import tensorflow as tf
 from nmt.config import ModelConfig
 from nmt.losses import UnigramSampler, full_softmax_loss, merge_duplicate_candidates, sampled_softmax_loss
 from nmt.model import BahdanauAttention, build_model, gru
+from nmt.model import decoder as decoder_module
 from nmt.model.ops import matmul_precision
 from nmt.optimizers import FusedAdam, LazyAdam
 from tests.conftest import graph_ops
@@ -35,7 +36,7 @@ def test_attention_masks_padding_and_rows_sum_to_one():
 
 
 @pytest.mark.parametrize("placement", ["post", "feed"])
-def test_step_by_step_equals_teacher_forcing_and_checkpoint_round_trip(placement, tmp_path):
+def test_step_by_step_equals_teacher_forcing_and_checkpoint_round_trip(placement, tmp_path, monkeypatch):
     cfg = ModelConfig(embedding_dim=8, encoder_units=8, encoder_layers=2, decoder_units=12, attention_units=6,
                       attentional_units=10, attention_placement=placement, dropout=0.0)
     model = build_model(cfg, 30, 40)
@@ -44,24 +45,34 @@ def test_step_by_step_equals_teacher_forcing_and_checkpoint_round_trip(placement
     tgt = tf.constant([[2, 10, 11, 12], [2, 13, 14, 15]])
     hidden, weights = model.hidden_and_attention((src, tgt))
     memory, keys, mask, state = model.encode(src)
-    # a loaded model's copies, made once: every target id's input projection, kernels in float32 or bfloat16
-    frozen = {dtype: model.decoder.step_weights(dtype) for dtype in (tf.float32, tf.bfloat16)}
-    assert frozen[tf.float32]["input_table"].shape == (40, 3 * 12)
-    assert frozen[tf.bfloat16]["recurrent_kernel"].dtype == tf.bfloat16
-    assert frozen[tf.bfloat16]["recurrent_bias"].dtype == tf.float32
+    # a loaded model's copies, made once: every target id's input projection, kernels in float32 or bfloat16,
+    # the few-row products' kernels transposed or not (decoder.weights_first_faster: this CPU's choice)
+    frozen = {}
+    monkeypatch.setattr(decoder_module, "TRANSPOSED_ROWS", (2, 2))  # this batch's 2 rows use the transposed copies
+    for transposed in (False, True):
+        monkeypatch.setattr(decoder_module, "weights_first_faster", lambda transposed=transposed: transposed)
+        for dtype in (tf.float32, tf.bfloat16):
+            frozen[dtype, transposed] = model.decoder.step_weights(dtype)
+    assert frozen[tf.float32, False]["input_table"].shape == (40, 3 * 12)
+    assert frozen[tf.bfloat16, False]["recurrent_kernel"].dtype == tf.bfloat16
+    assert frozen[tf.bfloat16, True]["recurrent_kernel_transposed"].shape == (3 * 12, 12)
+    assert frozen[tf.bfloat16, True]["recurrent_kernel_transposed"].dtype == tf.bfloat16
+    assert frozen[tf.bfloat16, True]["recurrent_bias"].dtype == tf.float32
+    assert not any(name.endswith("_transposed") for name in frozen[tf.float32, False])
     outputs = {}
-    for kind in (None, tf.float32, tf.bfloat16):
+    for kind in (None, *frozen):
         h_t, outputs[kind] = state, []
         for t in range(4):
             h, h_t, _ = model.decoder.step(tgt[:, t], h_t, memory, keys, mask, frozen.get(kind))
             assert h.dtype == tf.float32
             outputs[kind].append(h)
         outputs[kind] = tf.stack(outputs[kind], 1).numpy()
-    np.testing.assert_allclose(outputs[None], hidden.numpy(), atol=1e-5)
-    np.testing.assert_allclose(outputs[tf.float32], hidden.numpy(), atol=1e-5)
+    for kind in (None, (tf.float32, False), (tf.float32, True)):
+        np.testing.assert_allclose(outputs[kind], hidden.numpy(), atol=1e-5)
     # bfloat16 products: close to float32 (8-bit mantissas), but not the same computation
-    np.testing.assert_allclose(outputs[tf.bfloat16], hidden.numpy(), atol=3e-2)
-    assert np.abs(outputs[tf.bfloat16] - hidden.numpy()).max() > 1e-5
+    for transposed in (False, True):
+        np.testing.assert_allclose(outputs[tf.bfloat16, transposed], hidden.numpy(), atol=3e-2)
+        assert np.abs(outputs[tf.bfloat16, transposed] - hidden.numpy()).max() > 1e-5
     assert float(tf.reduce_max(weights[1, :, 3:])) == 0.0  # padding never attended
     model.logits(hidden)
     assert [(w.path, tuple(w.shape)) for w in model.weights] == built  # no call made one more

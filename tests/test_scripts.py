@@ -127,6 +127,10 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
         assert [r["method"] for r in tabled] == ["nmt greedy, input table"]
         assert all(r["outputs_equal_to_without_table"] == "100/100" and r["speedup_vs_without_table"] > 0
                    for r in tabled)
+        transposed = [r for r in rows if r["method"].endswith("transposed few-row kernels")]  # the same products
+        assert [r["method"] for r in transposed] == ["nmt greedy, transposed few-row kernels"]
+        assert int(transposed[0]["outputs_equal_to_plain_kernels"].split("/")[0]) >= 98  # float order only
+        assert transposed[0]["speedup_vs_plain_kernels"] > 0 and "this_cpu_uses_transposed" in transposed[0]
         gathered = [r for r in rows if r["method"].endswith("ended gathered out")]  # against whole batches
         assert [(r["compact_fraction"], r["outputs_equal_to_whole_batches"]) for r in gathered] == [
             (0.1, "100/100"), (0.5, "100/100")] and all(r["speedup_vs_whole_batches"] > 0 for r in gathered)
@@ -150,7 +154,7 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
         assert sized[0]["default_batch_size"] != 16 and sized[0]["sentences_per_second"] > 0
         # other batches change float rounding, which may flip a near-tie (as for the exported graph below)
         assert int(sized[0]["outputs_equal_to_default"].split("/")[0]) > 50
-        exported = [r for r in rows[2:] if r not in listed + tabled + gathered + bf16 + unscored + sized]
+        exported = [r for r in rows[2:] if r not in listed + tabled + transposed + gathered + bf16 + unscored + sized]
         if exported[0].get("skipped"):
             pytest.skip("tensorflow-text is not installed")
         assert len(exported) == 2 and all(r["sentences_per_second"] > 0 for r in exported)

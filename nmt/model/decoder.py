@@ -20,7 +20,29 @@ import tensorflow as tf
 
 from nmt.model import feed, gru
 from nmt.model.attention import BahdanauAttention, additive_attention
-from nmt.model.ops import Dense, dense, embed
+from nmt.model.ops import Dense, dense, dense_transposed, embed, weights_first_faster
+
+#: the step's kernels that multiply a few rows (its batch), copied transposed for a loaded model where that is faster
+SMALL_ROW_KERNELS = ("recurrent_kernel", "context_kernel", "query_kernel", "attentional_kernel")
+#: the rows (sentences, or hypotheses in beam search, in a step) for which the transposed copies multiply faster:
+#: 1.1-1.2x at 8 rows, 1.3-1.4x at 32-128; 0.7-0.8x at 5, 0.93-0.98x at 640 (docs/benchmarks.md, Translation
+#: speed, session 37)
+TRANSPOSED_ROWS = (8, 256)
+
+
+def step_product(x: tf.Tensor, weights: dict[str, tf.Tensor], name: str, bias: tf.Tensor | None = None) -> tf.Tensor:
+    """``x [B, I] @ weights[name] (+ bias)``; from the transposed copy ``weights[name + "_transposed"]``, which
+    :meth:`_DecoderBase.step_weights` makes where :func:`~nmt.model.ops.weights_first_faster`, when ``B`` is
+    within :data:`TRANSPOSED_ROWS` (decided at each step: a decoding loop's rows shrink as sentences end)."""
+    def plain() -> tf.Tensor:
+        return dense(x, weights[name], bias)
+
+    if f"{name}_transposed" not in weights:
+        return plain()
+    rows = tf.shape(x)[0]
+    fewest, most = TRANSPOSED_ROWS
+    return tf.cond((rows >= fewest) & (rows <= most),
+                   lambda: dense_transposed(x, weights[f"{name}_transposed"], bias), plain)
 
 
 class _DecoderBase(keras.layers.Layer):
@@ -70,6 +92,8 @@ class _DecoderBase(keras.layers.Layer):
         kernels (names ending in ``_kernel``) are cast to ``kernel_dtype``. With bfloat16 a step
         multiplies at the CPU's bfloat16 speed, its activations cast to bfloat16 for each product
         (:func:`nmt.model.ops.dense`), while biases, gates, attention scores and softmax stay float32.
+        Where :func:`~nmt.model.ops.weights_first_faster`, the copies of :data:`SMALL_ROW_KERNELS` are
+        transposed as well (named ``<name>_transposed``; :func:`step_product` picks one by the rows).
         """
         att = self.attention
         weights = {"query_kernel": att.query_layer.kernel, "query_bias": att.query_layer.bias,
@@ -81,6 +105,10 @@ class _DecoderBase(keras.layers.Layer):
                   for name, w in weights.items()}
         if with_input_table:
             frozen["input_table"] = tf.cast(self.input_table(), tf.float32)
+        if weights_first_faster():
+            for name in SMALL_ROW_KERNELS:
+                if name in frozen:
+                    frozen[f"{name}_transposed"] = tf.transpose(frozen[name])
         return frozen
 
     def _gru_step_weights(self) -> dict[str, tf.Tensor]:
@@ -97,14 +125,15 @@ class _DecoderBase(keras.layers.Layer):
                         weights: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
         """What ``self.attention`` computes for one query per sentence [B, Q], from ``weights``:
         ``(context [B, D], attention weights [B, S])``."""
-        q = dense(query, weights["query_kernel"], weights["query_bias"])
+        q = step_product(query, weights, "query_kernel", weights["query_bias"])
         v = tf.cast(weights["score_vector"], q.dtype)
         context, attention = additive_attention(q[:, None, :], keys, memory, memory_mask, v)
         return context[:, 0], attention[:, 0]
 
     def _step_hidden(self, h: tf.Tensor, context: tf.Tensor, weights: dict[str, tf.Tensor]) -> tf.Tensor:
         """What ``self.attentional`` computes for one step, from ``weights``: ``tanh(W [h; c] + b)`` [B, A]."""
-        return tf.tanh(dense(tf.concat([h, context], -1), weights["attentional_kernel"], weights["attentional_bias"]))
+        hc = tf.concat([h, context], -1)
+        return tf.tanh(step_product(hc, weights, "attentional_kernel", weights["attentional_bias"]))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "vocab_size": self.vocab_size, "embedding_dim": self.embedding_dim,
@@ -152,7 +181,7 @@ class PostAttentionDecoder(_DecoderBase):
         already (a loaded model); None reads the variables.
         """
         w = weights or self.step_weights()
-        hr = dense(state, w["recurrent_kernel"], w["recurrent_bias"])
+        hr = step_product(state, w, "recurrent_kernel", w["recurrent_bias"])
         state = gru.gru_update(self._step_inputs(y_prev, w, state.dtype), hr, state)[0]
         context, attention = self._step_attention(state, memory, keys, memory_mask, w)
         return self._step_hidden(state, context, w), state, attention
@@ -171,8 +200,8 @@ class FeedAttentionDecoder(_DecoderBase):
         """GRU update with the embedding part of the input projection precomputed; ``weights`` as in
         :meth:`step` (None: the variables)."""
         w = weights or self._gru_step_weights()
-        x_proj = x_emb_proj + dense(context, w["context_kernel"])
-        return gru.gru_update(x_proj, dense(h, w["recurrent_kernel"], w["recurrent_bias"]), h)[0]
+        x_proj = x_emb_proj + step_product(context, w, "context_kernel")
+        return gru.gru_update(x_proj, step_product(h, w, "recurrent_kernel", w["recurrent_bias"]), h)[0]
 
     def _build_gru(self, memory_dim: int) -> None:
         self.cell.build((None, self.embedding_dim + memory_dim))

@@ -24,8 +24,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from nmt.model.ops import compute_dtype, dense, matmul
-from nmt.sysinfo import cpu_flags
+from nmt.model.ops import compute_dtype, dense, matmul, weights_first_faster
 
 
 def unit_major_recurrence(units: int) -> bool:
@@ -38,8 +37,7 @@ def unit_major_recurrence(units: int) -> bool:
     (AVX-512 CPUs, other architectures) the loops stay [B, U], as they were measured. Decided when
     a function is traced; the one switch to patch to compare the two layouts.
     """
-    flags = cpu_flags()
-    return units >= 512 and "avx2" in flags and "avx512f" not in flags
+    return units >= 512 and weights_first_faster()
 
 
 def gru_update(x_proj: tf.Tensor, hr: tf.Tensor, h: tf.Tensor, axis: int = -1
