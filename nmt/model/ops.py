@@ -81,10 +81,10 @@ def weights_first_faster() -> bool:
     """Whether this CPU multiplies a few rows by a weight matrix faster with the weights first.
 
     On CPUs with AVX2 and without AVX-512 (oneDNN's AVX2 GEMM), ``W^T [J, I] @ x^T [I, B]`` for
-    B = 5-64 rows and J up to about 2,000 runs 1.3-1.6x as fast as ``x [B, I] @ W [I, J]``
-    (docs/benchmarks.md, Training speed, session 37); the GRU loops (:mod:`nmt.model.gru`) and a
-    loaded model's decoding steps (:func:`dense_transposed`) use that form there. Elsewhere
-    (AVX-512 CPUs, other architectures) products keep the usual form.
+    B = 8-256 rows and J up to about 1,500 runs 1.1-1.6x as fast as ``x [B, I] @ W [I, J]``, but
+    slower at 5 rows or 640 (docs/benchmarks.md, Training speed and Translation speed, session 37);
+    the GRU loops (:mod:`nmt.model.gru`) and a loaded model's decoding steps (:func:`dense_transposed`)
+    use that form there. Elsewhere (AVX-512 CPUs, other architectures) products keep the usual form.
     """
     flags = cpu_flags()
     return "avx2" in flags and "avx512f" not in flags
