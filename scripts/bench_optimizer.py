@@ -31,6 +31,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_limit import time_steps  # noqa: E402
@@ -96,7 +97,9 @@ def main() -> None:
     first = trainers[names[0]]
     batches = [[tf.constant(x) for x in first.planner.make_batch(rows)] for rows in first.planner.plan(0)[:steps + 5]]
     for label, trainer in trainers.items():
-        with gru_layout(gru, layouts[label]):  # the step is traced at its first call
+        forced = layouts[label]  # read when the step is traced, at its first call
+        with contextlib.nullcontext() if forced == "auto" else mock.patch.object(
+                gru, "unit_major_recurrence", lambda units, forced=forced: forced == "unit"):
             for batch in batches[:5]:
                 trainer._train_step(*batch)
     info = {**machine(), "num_sampled": num_sampled, "sampler_distortion": first.cfg.training.sampler_distortion,
@@ -114,18 +117,6 @@ def main() -> None:
                           "median_ms_per_step": round(statistics.median(ms), 2),
                           f"median_speedup_vs_{base}": round(statistics.median(ratios), 3),
                           "pair_speedups": [round(r, 3) for r in ratios], **info}), flush=True)
-
-
-@contextlib.contextmanager
-def gru_layout(gru, layout: str):
-    """Force the GRU loops' layout (``batch`` or ``unit``) for the steps traced inside; ``auto``: nmt's choice."""
-    choose = gru.unit_major_recurrence
-    if layout != "auto":
-        gru.unit_major_recurrence = lambda units: layout == "unit"
-    try:
-        yield
-    finally:
-        gru.unit_major_recurrence = choose
 
 
 if __name__ == "__main__":

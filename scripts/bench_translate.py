@@ -304,21 +304,19 @@ def bench_transposed(translator, lines: list[str], args, common: dict) -> None:
     """A loaded model's few-row step kernels copied transposed as well (``decoder.step_weights``; a step uses them
     at ``decoder.TRANSPOSED_ROWS`` rows) against not, alternated in one process (greedy without scores,
     as ``nmt translate`` prints text; beam search with them). The row says which this CPU uses."""
+    from unittest import mock
+
     from nmt.model import decoder as decoder_module
 
-    original = decoder_module.weights_first_faster
     decoders = {}
-    for name, transposed in (("plain", False), ("transposed", True)):
-        decoder_module.weights_first_faster = lambda transposed=transposed: transposed  # read by the copies only
-        try:
+    for name, transposed in (("plain", False), ("transposed", True)):  # read when the copies are made
+        with mock.patch.object(decoder_module, "weights_first_faster", lambda transposed=transposed: transposed):
             decoders[name] = variant(translator)
-        finally:
-            decoder_module.weights_first_faster = original
     for beam in args.beams:
         options = {name: {"with_scores": beam > 1} for name in decoders}
         secs, outs = alternated(decoders, lines, beam, args.repeats, options)
         compared(common, f"{decoding_name(beam)}, transposed few-row kernels", lines, secs, outs, "transposed",
-                 "plain", "plain_kernels", this_cpu_uses_transposed=original())
+                 "plain", "plain_kernels", this_cpu_uses_transposed=decoder_module.weights_first_faster())
 
 
 def bench_scores(full, listed, lines: list[str], args, common: dict) -> None:
