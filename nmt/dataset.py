@@ -1,10 +1,9 @@
 """Reading a prepared directory and turning it into padded, bucketed training batches.
 
 The id arrays are memory-mapped, never parsed. An epoch's batches are planned with numpy
-from the sentence lengths alone (seeded shuffle, the whole epoch sorted by target length and
-then source length so a batch holds sentences of one length, cut by sentences or by tokens,
-shuffle the batches), and each batch is padded by one vectorised gather: no Python work per
-example. The plan depends only on
+from the sentence lengths alone (seeded shuffle, sort inside windows so a batch holds
+similar lengths, cut by sentences or by target tokens, shuffle the batches), and each batch
+is padded by one vectorised gather: no Python work per example. The plan depends only on
 (seed, epoch), so a resumed run continues at the same batch of the same epoch. Batches are
 served through ``tf.data`` with prefetching so padding overlaps the train step.
 """
@@ -145,22 +144,13 @@ def _round_up(n: Any, multiple: int) -> Any:
 
 
 class BatchPlanner:
-    """Plans and pads training batches of one split for any (epoch, position).
+    """Plans and pads training batches of one split for any (epoch, position)."""
 
-    An epoch is sorted as a whole by target length, then source length (ties in a seeded
-    random order), and cut into consecutive batches, which are then shuffled: as fairseq orders
-    a corpus, and Marian's ``--maxi-batch-sort trg`` within its windows. A batch then holds
-    sentences of one target length and close source lengths. Over an epoch of Multi30k en-de cut
-    into the two parts of a batch that 2 cores train side by side, 0.2% of the target positions
-    and 3.5% of the source positions are padding, against 5.7% and 8.7% when windows of 100
-    batches were sorted by the longer side (docs/benchmarks.md, Training speed, session 38). The
-    target comes first because a decoder position costs about three times an encoder position
-    (the decoder's GRU is twice as wide, then attention and the output projection).
-    """
-
-    def __init__(self, split: Split, batch_size: int, batch_by: str, bucket_width: int, seed: int) -> None:
+    def __init__(self, split: Split, batch_size: int, batch_by: str, bucket_width: int, seed: int,
+                 window_batches: int = 100) -> None:
         self.split = split
-        self.batch_size, self.batch_by, self.bucket_width, self.seed = batch_size, batch_by, bucket_width, seed
+        self.batch_size, self.batch_by, self.bucket_width = batch_size, batch_by, bucket_width
+        self.seed, self.window_batches = seed, window_batches
         self.src_len = split.src_lengths + 1          # + EOS
         self.tgt_len = split.tgt_lengths + 1          # + BOS (input) / EOS (output)
 
@@ -168,17 +158,24 @@ class BatchPlanner:
         """The row indices of every batch of ``epoch``, in training order."""
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.split))
-        rows = order[np.lexsort((self.src_len[order], self.tgt_len[order]))]  # stable: ties stay shuffled
         if self.batch_by == "sentences":
-            batches = [rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size)]
+            window = self.batch_size * self.window_batches
         else:
-            # By tokens: a batch of n sentences costs n * (padded width of its longest side so far); a
-            # sentence costs at least one token, so no batch has more than batch_size of them.
-            longest = np.maximum(self.src_len, self.tgt_len)[rows]
-            batches, start = [], 0
+            window = max(1, self.batch_size * self.window_batches // max(1, int(self.tgt_len.mean())))
+        batches: list[np.ndarray] = []
+        for w in range(0, len(order), window):
+            rows = order[w:w + window]
+            key = np.maximum(self.src_len[rows], self.tgt_len[rows])
+            sort = np.argsort(key, kind="stable")
+            rows, key = rows[sort], key[sort]
+            if self.batch_by == "sentences":
+                batches.extend(rows[i:i + self.batch_size] for i in range(0, len(rows), self.batch_size))
+                continue
+            # By tokens: a batch of n sorted sentences costs n * (padded width of its longest).
+            width = _round_up(key, self.bucket_width)
+            start = 0
             while start < len(rows):
-                width = _round_up(np.maximum.accumulate(longest[start:start + self.batch_size]), self.bucket_width)
-                cost = np.arange(1, len(width) + 1) * width
+                cost = np.arange(1, len(rows) - start + 1) * width[start:]
                 take = max(1, int(np.searchsorted(cost, self.batch_size, side="right")))
                 batches.append(rows[start:start + take])
                 start += take

@@ -39,10 +39,10 @@ def test_epoch_plans_hold_every_sentence_once_within_the_batch_limit(batch_by, b
     else:  # rows x the widest side of the padded batch stays within the token budget
         costs = [len(rows) * max(planner.src_len[rows].max(), planner.tgt_len[rows].max()) for rows in plan]
         assert max(costs) <= batch_size and np.mean(costs) > 0.9 * batch_size
-    # the whole epoch sorted by target length, then source length: almost no target padding, little
-    # source padding, where random batches of these lengths would pad about half of both
+    # windows of 100 batches sorted by the longer side: a tenth of the positions padded at most, where
+    # random batches of these lengths would pad about half
     src_pad, tgt_pad = padding_share(planner, plan)
-    assert tgt_pad < 0.02 and src_pad < 0.12 and tgt_pad < src_pad / 4, (src_pad, tgt_pad)
+    assert max(src_pad, tgt_pad) < 0.1, (src_pad, tgt_pad)
     random_pad = padding_share(planner, [np.arange(i, min(i + 64, len(split))) for i in range(0, len(split), 64)])
     assert min(random_pad) > 0.4, random_pad
     # seeded: the same plan for the same (seed, epoch), another order the next epoch
