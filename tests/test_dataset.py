@@ -35,7 +35,7 @@ def test_epoch_plans_hold_every_sentence_once_within_the_batch_limit(batch_by, b
     plan = planner.plan(0)
     assert np.array_equal(np.sort(np.concatenate(plan)), np.arange(len(split)))  # every sentence, once
     if batch_by == "sentences":
-        assert sorted(map(len, plan))[1:] == [64] * (len(plan) - 1)  # one short batch, the epoch's last
+        assert sorted(map(len, plan))[1:] == [64] * (len(plan) - 1)  # one short batch: the last cut of the epoch
     else:  # rows x the widest side of the padded batch stays within the token budget
         costs = [len(rows) * max(planner.src_len[rows].max(), planner.tgt_len[rows].max()) for rows in plan]
         assert max(costs) <= batch_size and np.mean(costs) > 0.9 * batch_size
