@@ -56,7 +56,7 @@ def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any, int]:
     Returns ``(device description, strategy, parts per batch)`` (:func:`training_thread_plan`).
     Must run before TensorFlow creates its first op (it configures the runtime).
     """
-    from nmt.sysinfo import available_cores, machine, set_cpu_threads, tensorflow_environment
+    from nmt.sysinfo import available_cores, cpu_flags, set_cpu_threads, tensorflow_environment
 
     tensorflow_environment()
     import keras
@@ -92,7 +92,7 @@ def configure_tensorflow(cfg: Config, cluster: Cluster) -> tuple[str, Any, int]:
     device = f"GPU ({len(gpus)} visible: {', '.join(g.name for g in gpus)})" if gpus else "CPU"
     device += ", mixed float16" if mixed else ", float32"
     if t.precision == "bfloat16":
-        native = {"avx512_bf16", "amx_tile"} & set(machine()["cpu_flags"])
+        native = {"avx512_bf16", "amx_tile"} & cpu_flags()
         device += " with bfloat16 matmuls" + ("" if native else
                                                " (this CPU has no AVX-512 BF16 or AMX: emulated, likely slower)")
     if parts > 1:
