@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the bundled English-French sample: prepare, train (about 4.5 minutes on 2 CPU
+# The main job on the bundled English-French sample: prepare, train (at most 6 minutes on 2 CPU
 # cores), translate a few sentences, score the held-out test set. Outputs go to runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
