@@ -91,6 +91,9 @@ class ModelConfig:
     dropout: float = _opt(0.2, "dropout on embeddings, encoder outputs and the attentional layer", min=0.0, max=0.9)
     tie_target_embedding: bool = _opt(
         False, "share target embedding and output projection (needs attentional_units == embedding_dim)")
+    output_bias_init: Literal["unigram", "zeros"] = _opt(
+        "unigram", "a new run's output bias: unigram: log of the training targets' piece frequencies (add-one "
+        "smoothed), so the hidden layer need not learn them (it saturates doing so and training stalls); zeros")
 
 
 @dataclass(frozen=True)

@@ -281,6 +281,8 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.training
         with self.strategy.scope():
             self.model = build_model(cfg.model, self.data.src_vocab_size, self.data.tgt_vocab_size)
+            if cfg.model.output_bias_init == "unigram":  # a resumed run's checkpoint then overwrites it
+                self.model.projection.init_bias_from_counts(self.data.unigram_counts)
             self.plateau_scale = tf.Variable(1.0, trainable=False, name="plateau_scale")
             self.time_progress = tf.Variable(0.0, trainable=False, name="time_progress")
             schedule = make_schedule(cfg, self.plateau_scale, self.time_progress)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -55,6 +56,24 @@ def test_loss_falls_and_run_directory_is_complete(corpus_dir, prepared, tmp_path
     assert [r["step"] for r in valid] == [20, 40]
     assert all(r["dev_ppl"] > 1 and 0 <= r["dev_bleu"] <= 100 for r in valid)
     assert any(p.name.startswith("events.out.tfevents") for p in (run_dir / "tensorboard").iterdir())
+
+
+def test_output_bias_starts_at_the_targets_unigram_frequencies(corpus_dir, prepared, tmp_path):
+    """model.output_bias_init unigram (the default): a new run's first loss (full softmax) is the cross-entropy
+    of the training targets under their own add-one smoothed piece frequencies, where a zero bias starts
+    near log V; zeros keeps Keras' zero bias."""
+    counts = PreparedData(prepared).unigram_counts.astype(np.float64)
+    q = (counts + 1) / (counts + 1).sum()
+    unigram_entropy = float(-(counts / counts.sum() * np.log(q)).sum())
+    first = {}
+    for init in ("unigram", "zeros"):
+        cfg = tiny_config(corpus_dir, model={"output_bias_init": init},
+                          training={"run_dir": str(tmp_path / init), "num_sampled": 0, "max_steps": 1,
+                                    "validate_every": 100})
+        first[init] = train(config_from_dict(cfg), log=lambda s: None).losses[0]
+    assert abs(first["unigram"] - unigram_entropy) < 0.4, (first, unigram_entropy)
+    assert first["zeros"] > unigram_entropy + 0.8 and abs(first["zeros"] - np.log(len(counts))) < 0.4, \
+        (first, unigram_entropy)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "lazy_adam"])
