@@ -58,6 +58,7 @@ def one_line_error(r, code: int, fragment: str) -> None:
 
 
 def test_remaining_bad_inputs(trained_run, corpus_dir, prepared, tmp_path):
+    import json
     import shutil
 
     from tests.conftest import tiny_config, write_config
@@ -76,6 +77,14 @@ def test_remaining_bad_inputs(trained_run, corpus_dir, prepared, tmp_path):
     cfg = tiny_config(corpus_dir, data={"prepared_dir": str(broken)}, training={"run_dir": str(tmp_path / "r")})
     one_line_error(invoke("train", "--config", str(write_config(tmp_path / "b.yaml", cfg))),
                    2, "tgt.ids: does not match its sha256 in the manifest")
+    # a manifest whose piece counts do not fit the target vocabulary (they set the sampler and the output bias)
+    ids.write_bytes((prepared / "train" / "tgt.ids").read_bytes())
+    manifest = json.loads((broken / "manifest.json").read_text())
+    manifest["tgt_unigram_counts"] = manifest["tgt_unigram_counts"][:-1]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    one_line_error(invoke("train", "--config", str(tmp_path / "b.yaml")), 2,
+                   "tgt_unigram_counts has 299 entries for a target vocabulary of 300")
+    assert not (tmp_path / "r").exists()
     (broken / "manifest.json").unlink()
     one_line_error(invoke("train", "--config", str(tmp_path / "b.yaml")), 2, "not a prepared directory")
 
