@@ -62,7 +62,8 @@ class PreparedData:
             if key not in self.manifest:
                 raise InputError(f"{manifest_path}: manifest lacks {key!r} (prepared by another version?)")
         counts = self.manifest["tgt_unigram_counts"]
-        entries, tgt_size = len(counts) if isinstance(counts, list) else 0, self.manifest["vocab"].get("tgt_size")
+        entries = len(counts) if isinstance(counts, list) else 0
+        tgt_size = self.manifest["vocab"].get("tgt_size")
         if entries != tgt_size:  # the counts set the sampler and the output bias
             raise InputError(f"{manifest_path}: tgt_unigram_counts has {entries} entries for a target vocabulary "
                              f"of {tgt_size} (edited or corrupt manifest)")
