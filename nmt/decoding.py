@@ -419,9 +419,13 @@ def strip(tokens: np.ndarray) -> list[int]:
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int) -> list[np.ndarray]:
-    """Row indices of the batches :func:`translate_ids` decodes: sentences sorted by length
-    (stable), ``batch_size`` at a time, so each batch pads little."""
-    order = np.argsort(lengths, kind="stable")
+    """Row indices of the batches :func:`translate_ids` decodes: sentences sorted by length,
+    longest first (stable), ``batch_size`` at a time, so each batch pads little.
+
+    Longest first: batches decoded side by side end together (the last to start are the quickest)
+    and the one partial batch holds the shortest sentences.
+    """
+    order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
 
 

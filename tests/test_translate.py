@@ -20,6 +20,7 @@ from nmt.decoding import (
     Decoder,
     beam_search,
     greedy_decode,
+    length_sorted_batches,
     max_output_lengths,
     thread_plan,
     translate_ids,
@@ -103,6 +104,9 @@ def test_n_best_lists_hold_only_the_outputs_the_limit_allows(translator):
 
 def test_batches_decoded_at_once_give_the_same_translations_in_input_order(trained_run, translator):
     ids = translator.src_vocab.encode(SENTENCES * 3)  # 12 sentences: 6 batches of 2, 3 at a time
+    # longest first, so the batches decoded side by side end together; the partial batch is the shortest
+    layout = length_sorted_batches([3, 7, 1, 7, 5, 2, 4], 3)
+    assert [rows.tolist() for rows in layout] == [[1, 3, 4], [6, 0, 5], [2]]
     one_by_one = Decoder(translator.model, dataclasses.replace(translator.decoding, parallel_batches=1))
     # also with the input projections made once (frozen_weights, what a Translator uses)
     three_at_once = Decoder(translator.model, dataclasses.replace(translator.decoding, parallel_batches=3),
