@@ -414,20 +414,22 @@ def bench_export(translator, lines: list[str], reference: dict, repeats: int, wo
         return
     import tensorflow as tf
 
+    from nmt.decoding import length_sorted_batches
     from nmt.export import SIGNATURE, export_model
     from nmt.normalize import normalize
 
     batch_size = translator.decoding.batch_size
 
-    # nmt translate decodes in batches of sentences sorted by source pieces; the same batches here.
+    # nmt translate's batches (sentences sorted by source pieces), made by its own function.
     lengths = [len(ids) for ids in translator.src_vocab.encode([normalize(s, translator.config.data.lowercase)
                                                                 for s in lines])]
-    nmt_order = sorted(range(len(lines)), key=lambda i: lengths[i])
+    file_order = list(range(len(lines)))
+    layouts = {"file order": [file_order[i:i + batch_size] for i in range(0, len(lines), batch_size)],
+               "nmt translate's order": [rows.tolist() for rows in length_sorted_batches(lengths, batch_size)]}
     for beam, (nmt_secs, nmt_texts) in reference.items():
         out = export_model(translator.run_dir, work / f"export_beam{beam}", beam=beam, overwrite=True)
         serve = tf.saved_model.load(str(out)).signatures[SIGNATURE]
-        for order_name, order in (("file order", list(range(len(lines)))), ("nmt translate's order", nmt_order)):
-            batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        for order_name, batches in layouts.items():
             serve(text=tf.constant([lines[i] for i in batches[0]]))  # warm-up
             times = []
             for _ in range(repeats):
