@@ -415,3 +415,16 @@ def test_bench_scripts_name_missing_multi30k(monkeypatch, capsys, tmp_path):
     corpora = runpy.run_path(str(ROOT / "scripts" / "bench_prepare.py"))["corpora"]
     assert "multi30k_en_de" not in corpora(quick=False)
     assert f"skipped: {tmp_path / 'nowhere'}: Multi30k not found (set NMT_MULTI30K)" in capsys.readouterr().err
+
+
+def test_bench_quality_quick(bench_work, capsys, tmp_path):
+    """nmt trains in a child process for 0.3 minutes from its launch and is killed; its last checkpoint
+    decodes the sample's test split, which sacreBLEU scores (the peers' rows need their environments)."""
+    work = bench_work / "quality"
+    rows = run_script("bench_quality.py", "--quick", "--work", str(work), capsys=capsys, tmp_path=tmp_path)
+    setup, row = rows
+    assert setup["bench"] == "quality_setup" and (row["bench"], row["toolkit"]) == ("quality", "nmt")
+    assert 18 <= row["seconds_run"] < 30  # killed at the deadline: the run has no step limit of its own
+    assert row["checkpoint_step"] >= 20 and row["checkpoint_step"] % 20 == 0  # a checkpoint every 20 steps
+    assert 0 <= row["bleu"] <= 100 and row["chrf"] > 0
+    assert len((work / "nmt.hyp").read_text(encoding="utf-8").splitlines()) == setup["decode_sentences"]

@@ -1,0 +1,236 @@
+#!/usr/bin/env python
+"""Test BLEU after the same wall time: nmt, JoeyNMT 2.3.0 and OpenNMT-tf 2.32.0 on Multi30k en-de.
+
+What a user with 2 cores and a fixed amount of time gets from each toolkit. Every toolkit trains
+``bench_peers.py``'s setting (the same pieces of Multi30k en-de train, the same reference model, Adam
+1e-3 at a constant rate, batches of 64 sentences, dropout 0.2, the same threads; each toolkit's own
+defaults otherwise, nmt's sampled softmax of 1,024 candidates included) for ``--minutes`` of wall time
+counted from the launch of its process (imports, data loading and graph building count, as they do for
+a user), and is then killed (SIGKILL: no toolkit gets to save on the way out). Each saves a checkpoint
+about every 40 seconds of its own training on 2 cores of the Zen 5 CPU (``CHECKPOINT_STEPS``, from
+its measured steps a second; ``--checkpoint-steps`` overrides), so each loses on average half an
+interval; JoeyNMT validates on the first 100 dev sentences at each of its checkpoints (its only way to
+save one). The last checkpoint written before the deadline greedy-decodes test2016 (1,000 sentences,
+up to 80 output pieces, one batch of 64 at a time for the peers, nmt's default decoding layout for
+nmt), the pieces are joined by the shared SentencePiece model, and sacreBLEU scores them against the
+prepared references (BLEU and chrF, default tokenisation).
+
+    python scripts/bench_quality.py --minutes 10                        # all three, one after another
+    python scripts/bench_quality.py --minutes 10 --toolkits nmt joeynmt
+    python scripts/bench_quality.py --quick                             # nmt only, 0.3 minutes on the sample
+
+Prints one JSON line per toolkit, then a Markdown table. The peers' virtual environments are
+``bench_peers.py``'s (created on first use under --venvs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_peers import (  # noqa: E402
+    BATCH,
+    JOEY_TRANSLATE,
+    MAX_LEN,
+    ONMT_MODEL,
+    ROOT,
+    ensure_venv,
+    joey_config,
+    run,
+    thread_env,
+    write_piece_data,
+)
+from benchdata import REFERENCE_MODEL, TINY_MODEL, prepared_dir  # noqa: E402
+
+#: steps between checkpoints: about 40 s of each toolkit's training on 2 Zen 5 cores (nmt ~11 steps/s,
+#: OpenNMT-tf ~4.5, JoeyNMT ~1)
+CHECKPOINT_STEPS = {"nmt": 500, "opennmt-tf": 200, "joeynmt": 40}
+MAX_OUTPUT = 80  # output pieces at most when decoding test2016
+
+
+def train_for(cmd: list[str], env: dict, log: Path, seconds: float) -> float:
+    """Run a training command for ``seconds`` of wall time from its launch, then kill its process group
+    (SIGKILL); returns the seconds it ran. Stops the script if the command fails before the deadline."""
+    start = time.perf_counter()
+    with open(log, "a") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = 0
+    if code != 0:
+        sys.exit(f"bench_quality: {' '.join(cmd[:3])}... failed (exit {code}); see {log}")
+    return time.perf_counter() - start
+
+
+def nmt_quality(prep: Path, work: Path, seconds: float, every: int, env: dict, threads: int, model: dict) -> dict:
+    """Train nmt for ``seconds``, then decode test2016 (as pieces) with its last checkpoint."""
+    import yaml
+
+    run_dir = work / "nmt_run"
+    cfg = {"data": {"prepared_dir": str(prep)}, "model": model,
+           "training": {"run_dir": str(run_dir), "batch_size": BATCH, "num_sampled": 1024, "learning_rate": 0.001,
+                        "max_steps": 10**9, "log_every": 100, "validate_every": 10**8, "checkpoint_every": every,
+                        "threads": threads},
+           "decoding": {"beam_size": 1, "batch_size": BATCH, "cpu_threads": threads}}
+    cfg_path = work / "nmt.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    log = work / "nmt.log"
+    log.write_text("")
+    nmt = [sys.executable, "-c", "from nmt.cli import main; main()"]
+    ran = train_for([*nmt, "train", "--config", str(cfg_path), "--overwrite"], env, log, seconds)
+    state = (run_dir / "checkpoints" / "checkpoint").read_text() if (run_dir / "checkpoints").is_dir() else ""
+    found = re.findall(r'model_checkpoint_path: "ckpt-(\d+)"', state)
+    if not found:
+        sys.exit(f"bench_quality: nmt wrote no checkpoint in {ran:.0f} s; see {log}")
+    hyp = work / "nmt.hyp"
+    run([*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces",
+         "--input", str(work / "pieces" / "test_raw.en"), "--output", str(hyp)], env, log)
+    return {"seconds": ran, "steps": int(found[-1]), "hyp": hyp}
+
+
+def joey_quality(python: Path, work: Path, seconds: float, every: int, env: dict, threads: int) -> dict:
+    """Train JoeyNMT for ``seconds``, then decode test2016 with its last checkpoint."""
+    import yaml
+
+    cfg = joey_config(work, 10**9, threads)
+    cfg["training"].update(validation_freq=every, keep_best_ckpts=-1, logging_freq=max(1, min(100, every // 2)))
+    cfg["testing"].update(max_output_length=MAX_OUTPUT, min_output_length=1)
+    cfg_path = work / "joey.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    log = work / "joey.log"
+    log.write_text("")
+    shutil.rmtree(work / "joey_run", ignore_errors=True)
+    ran = train_for([str(python), "-m", "joeynmt", "train", str(cfg_path), "--skip-test"], env, log, seconds)
+    ckpts = sorted((int(p.stem), p) for p in (work / "joey_run").glob("*.ckpt") if p.stem.isdigit())
+    if not ckpts:
+        sys.exit(f"bench_quality: JoeyNMT wrote no checkpoint in {ran:.0f} s; see {log}")
+    step, ckpt = ckpts[-1]
+    cfg["testing"]["load_model"] = str(ckpt)
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    driver = work / "joey_translate.py"
+    driver.write_text(JOEY_TRANSLATE)  # translate's -o fails in 2.3.0: stdout instead
+    hyp = work / "joey.hyp"
+    run([str(python), str(driver), str(cfg_path)], env, log, stdin=work / "pieces" / "test.en", stdout=hyp)
+    return {"seconds": ran, "steps": step, "hyp": hyp}
+
+
+def onmt_quality(python: Path, work: Path, seconds: float, every: int, env: dict) -> dict:
+    """Train OpenNMT-tf for ``seconds``, then decode test2016 with its last checkpoint."""
+    import yaml
+
+    pieces = work / "pieces"
+    model_file = work / "onmt_model.py"
+    model_file.write_text(ONMT_MODEL)
+    run_dir = work / "onmt_run"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    cfg = {"model_dir": str(run_dir),
+           "data": {"train_features_file": str(pieces / "train.en"), "train_labels_file": str(pieces / "train.de"),
+                    "source_vocabulary": str(pieces / "vocab.onmt.txt"),
+                    "target_vocabulary": str(pieces / "vocab.onmt.txt")},
+           "params": {"optimizer": "Adam", "learning_rate": 0.001, "beam_width": 1,
+                      "maximum_decoding_length": MAX_OUTPUT},
+           "train": {"batch_size": BATCH, "batch_type": "examples", "max_step": 10**9,
+                     "save_checkpoints_steps": every, "keep_checkpoint_max": 3, "save_summary_steps": 100,
+                     "maximum_features_length": MAX_LEN, "maximum_labels_length": MAX_LEN},
+           "infer": {"batch_size": BATCH, "batch_type": "examples"}}
+    cfg_path = work / "onmt.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    log = work / "onmt.log"
+    log.write_text("")
+    onmt_main = [str(python), "-m", "opennmt.bin.main", "--model", str(model_file), "--config", str(cfg_path)]
+    ran = train_for([*onmt_main, "train"], env, log, seconds)
+    state = (run_dir / "checkpoint").read_text() if (run_dir / "checkpoint").is_file() else ""
+    found = re.findall(r'model_checkpoint_path: "ckpt-(\d+)"', state)
+    if not found:
+        sys.exit(f"bench_quality: OpenNMT-tf wrote no checkpoint in {ran:.0f} s; see {log}")
+    hyp = work / "onmt.hyp"
+    run([*onmt_main, "infer", "--features_file", str(pieces / "test.en"), "--predictions_file", str(hyp)], env, log)
+    return {"seconds": ran, "steps": int(found[-1]), "hyp": hyp}
+
+
+def score(hyp: Path, refs: list[str], sp) -> dict:
+    """BLEU and chrF (sacreBLEU defaults) of a file of space-separated pieces against ``refs``."""
+    import sacrebleu
+
+    hyps = [sp.decode_pieces(line.split()) for line in hyp.read_text(encoding="utf-8").splitlines()]
+    if len(hyps) != len(refs):
+        sys.exit(f"bench_quality: {hyp} has {len(hyps)} lines for {len(refs)} references")
+    bleu, chrf = sacrebleu.corpus_bleu(hyps, [refs]), sacrebleu.corpus_chrf(hyps, [refs])
+    return {"bleu": round(bleu.score, 2), "chrf": round(chrf.score, 2), "example": hyps[0]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall time each toolkit trains, from launch")
+    parser.add_argument("--toolkits", nargs="+", default=["nmt", "joeynmt", "opennmt-tf"],
+                        choices=["nmt", "joeynmt", "opennmt-tf"])
+    parser.add_argument("--checkpoint-steps", type=int, default=0,
+                        help="steps between checkpoints for every toolkit (0: CHECKPOINT_STEPS, per toolkit)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true",
+                        help="nmt only, a tiny model for 0.3 minutes on the bundled sample (checks the script)")
+    parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
+    parser.add_argument("--work", default=str(ROOT / "bench_out" / "quality"))
+    args = parser.parse_args()
+    if args.minutes <= 0 or args.threads < 1 or args.checkpoint_steps < 0:
+        parser.error("--minutes and --threads must be positive, --checkpoint-steps at least 0")
+    if args.quick:
+        args.minutes, args.toolkits = 0.3, ["nmt"]
+        args.checkpoint_steps = args.checkpoint_steps or 20
+
+    from nmt.dataset import PreparedData
+    from nmt.sysinfo import machine
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    prep = prepared_dir(work.parent, 500 if args.quick else 8000, quick=args.quick)
+    info = write_piece_data(prep, work / "pieces")
+    data = PreparedData(prep)
+    refs = data.text("test", "tgt")
+    (work / "pieces" / "test_raw.en").write_text("".join(line + "\n" for line in data.text("test", "src")),
+                                                 encoding="utf-8")
+    sp = data.vocabs()[1].sp
+    env = thread_env(args.threads)
+    seconds = args.minutes * 60
+    host = machine()
+    print(json.dumps({"bench": "quality_setup", "threads": args.threads, "minutes": args.minutes, **info, **host}),
+          flush=True)
+    venvs = Path(args.venvs)
+    model = TINY_MODEL if args.quick else REFERENCE_MODEL
+    runners = {
+        "nmt": lambda every: nmt_quality(prep, work, seconds, every, env, args.threads, model),
+        "joeynmt": lambda every: joey_quality(
+            ensure_venv(venvs / "joeynmt", [["torch==2.13.0"], ["joeynmt==2.3.0", "importlib_metadata"]]),
+            work, seconds, every, env, args.threads),
+        "opennmt-tf": lambda every: onmt_quality(
+            ensure_venv(venvs / "opennmt-tf", [["tensorflow==2.13.1", "opennmt-tf==2.32.0"]]),
+            work, seconds, every, env),
+    }
+    rows = {}
+    for name in args.toolkits:
+        result = runners[name](args.checkpoint_steps or CHECKPOINT_STEPS[name])
+        row = {"bench": "quality", "toolkit": name, "minutes": args.minutes, "seconds_run": round(result["seconds"], 1),
+               "checkpoint_step": result["steps"], **score(result["hyp"], refs, sp), "threads": args.threads, **host}
+        rows[name] = row
+        print(json.dumps(row, ensure_ascii=False), flush=True)
+    print(f"\n| toolkit | steps in {args.minutes:g} minutes (last checkpoint) | test BLEU | chrF |")
+    print("|---|---:|---:|---:|")
+    for name, row in rows.items():
+        print(f"| {name} | {row['checkpoint_step']:,} | {row['bleu']:.2f} | {row['chrf']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
