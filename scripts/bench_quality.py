@@ -10,16 +10,18 @@ a user), and is then killed (SIGKILL: no toolkit gets to save on the way out). E
 about every 40 seconds of its own training on 2 cores of the Zen 5 CPU (``CHECKPOINT_STEPS``, from
 its measured steps a second; ``--checkpoint-steps`` overrides), so each loses on average half an
 interval; JoeyNMT validates on the first 100 dev sentences at each of its checkpoints (its only way to
-save one). The last checkpoint written before the deadline greedy-decodes test2016 (1,000 sentences,
-up to 80 output pieces, one batch of 64 at a time for the peers, nmt's default decoding layout for
-nmt), the pieces are joined by the shared SentencePiece model, and sacreBLEU scores them against the
-prepared references (BLEU and chrF, default tokenisation).
+save one). Every checkpoint is kept; at each of ``--points`` evenly spaced times (the deadline the
+last) the last checkpoint written before it (by its file's time) greedy-decodes test2016 (1,000
+sentences, up to 80 output pieces, one batch of 64 at a time for the peers, nmt's default decoding
+layout for nmt), the pieces are joined by the shared SentencePiece model, and sacreBLEU scores them
+against the prepared references (BLEU and chrF, default tokenisation): BLEU against wall time.
 
     python scripts/bench_quality.py --minutes 10                        # all three, one after another
     python scripts/bench_quality.py --minutes 10 --toolkits nmt joeynmt
-    python scripts/bench_quality.py --quick                             # nmt only, 0.3 minutes on the sample
+    python scripts/bench_quality.py --quick                             # nmt only, 0.5 minutes on the sample
 
-Prints one JSON line per toolkit, then a Markdown table. The peers' virtual environments are
+Prints one JSON line per toolkit and time, then a Markdown table (BLEU and checkpoint step per time);
+``scripts/plot_quality.py`` draws BLEU against minutes from the JSON lines. The peers' virtual environments are
 ``bench_peers.py``'s (created on first use under --venvs).
 """
 
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -57,10 +58,11 @@ CHECKPOINT_STEPS = {"nmt": 500, "opennmt-tf": 200, "joeynmt": 40}
 MAX_OUTPUT = 80  # output pieces at most when decoding test2016
 
 
-def train_for(cmd: list[str], env: dict, log: Path, seconds: float) -> float:
+def train_for(cmd: list[str], env: dict, log: Path, seconds: float) -> tuple[float, float]:
     """Run a training command for ``seconds`` of wall time from its launch, then kill its process group
-    (SIGKILL); returns the seconds it ran. Stops the script if the command fails before the deadline."""
-    start = time.perf_counter()
+    (SIGKILL); returns ``(seconds it ran, launch time as time.time())``. Stops the script if the command
+    fails before the deadline."""
+    launched, start = time.time(), time.perf_counter()
     with open(log, "a") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -72,37 +74,44 @@ def train_for(cmd: list[str], env: dict, log: Path, seconds: float) -> float:
             code = 0
     if code != 0:
         sys.exit(f"bench_quality: {' '.join(cmd[:3])}... failed (exit {code}); see {log}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, launched
+
+
+def written(paths: list[tuple[int, Path]], launched: float) -> list[tuple[int, float, Path]]:
+    """``(step, seconds after launch, path)`` of each checkpoint, by its file's modification time, in step order."""
+    return sorted((step, path.stat().st_mtime - launched, path) for step, path in paths)
 
 
 def nmt_quality(prep: Path, work: Path, seconds: float, every: int, env: dict, threads: int, model: dict) -> dict:
-    """Train nmt for ``seconds``, then decode test2016 (as pieces) with its last checkpoint."""
+    """Train nmt for ``seconds``, keeping every checkpoint; ``decode`` translates test2016 (as pieces) with one."""
     import yaml
 
     run_dir = work / "nmt_run"
     cfg = {"data": {"prepared_dir": str(prep)}, "model": model,
            "training": {"run_dir": str(run_dir), "batch_size": BATCH, "num_sampled": 1024, "learning_rate": 0.001,
                         "max_steps": 10**9, "log_every": 100, "validate_every": 10**8, "checkpoint_every": every,
-                        "threads": threads},
+                        "keep_checkpoints": 10**6, "threads": threads},
            "decoding": {"beam_size": 1, "batch_size": BATCH, "cpu_threads": threads}}
     cfg_path = work / "nmt.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     log = work / "nmt.log"
     log.write_text("")
     nmt = [sys.executable, "-c", "from nmt.cli import main; main()"]
-    ran = train_for([*nmt, "train", "--config", str(cfg_path), "--overwrite"], env, log, seconds)
-    state = (run_dir / "checkpoints" / "checkpoint").read_text() if (run_dir / "checkpoints").is_dir() else ""
-    found = re.findall(r'model_checkpoint_path: "ckpt-(\d+)"', state)
-    if not found:
-        sys.exit(f"bench_quality: nmt wrote no checkpoint in {ran:.0f} s; see {log}")
-    hyp = work / "nmt.hyp"
-    run([*nmt, "translate", "--model", str(run_dir), "--checkpoint", "last", "--beam", "1", "--pieces",
-         "--input", str(work / "pieces" / "test_raw.en"), "--output", str(hyp)], env, log)
-    return {"seconds": ran, "steps": int(found[-1]), "hyp": hyp}
+    ran, launched = train_for([*nmt, "train", "--config", str(cfg_path), "--overwrite"], env, log, seconds)
+    found = [(int(p.name[5:-6]), p) for p in (run_dir / "checkpoints").glob("ckpt-*.index")] \
+        if (run_dir / "checkpoints").is_dir() else []
+
+    def decode(index: Path) -> Path:
+        hyp = work / f"nmt_{index.name[:-6]}.hyp"
+        run([*nmt, "translate", "--model", str(run_dir), "--checkpoint", str(index)[:-6], "--beam", "1",
+             "--pieces", "--input", str(work / "pieces" / "test_raw.en"), "--output", str(hyp)], env, log)
+        return hyp
+
+    return {"seconds": ran, "checkpoints": written(found, launched), "decode": decode, "log": log}
 
 
 def joey_quality(python: Path, work: Path, seconds: float, every: int, env: dict, threads: int) -> dict:
-    """Train JoeyNMT for ``seconds``, then decode test2016 with its last checkpoint."""
+    """Train JoeyNMT for ``seconds``, keeping every checkpoint; ``decode`` translates test2016 with one."""
     import yaml
 
     cfg = joey_config(work, 10**9, threads)
@@ -113,22 +122,27 @@ def joey_quality(python: Path, work: Path, seconds: float, every: int, env: dict
     log = work / "joey.log"
     log.write_text("")
     shutil.rmtree(work / "joey_run", ignore_errors=True)
-    ran = train_for([str(python), "-m", "joeynmt", "train", str(cfg_path), "--skip-test"], env, log, seconds)
-    ckpts = sorted((int(p.stem), p) for p in (work / "joey_run").glob("*.ckpt") if p.stem.isdigit())
-    if not ckpts:
-        sys.exit(f"bench_quality: JoeyNMT wrote no checkpoint in {ran:.0f} s; see {log}")
-    step, ckpt = ckpts[-1]
-    cfg["testing"]["load_model"] = str(ckpt)
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    ran, launched = train_for([str(python), "-m", "joeynmt", "train", str(cfg_path), "--skip-test"], env, log, seconds)
+    # complete checkpoints only: latest.ckpt moves to a checkpoint once it is saved (a kill may cut the next one)
+    latest = work / "joey_run" / "latest.ckpt"
+    done = int(latest.resolve().stem) if latest.is_symlink() else -1
+    found = [(int(p.stem), p) for p in (work / "joey_run").glob("*.ckpt")
+             if p.stem.isdigit() and not p.is_symlink() and int(p.stem) <= done]
     driver = work / "joey_translate.py"
-    driver.write_text(JOEY_TRANSLATE)  # translate's -o fails in 2.3.0: stdout instead
-    hyp = work / "joey.hyp"
-    run([str(python), str(driver), str(cfg_path)], env, log, stdin=work / "pieces" / "test.en", stdout=hyp)
-    return {"seconds": ran, "steps": step, "hyp": hyp}
+    driver.write_text(JOEY_TRANSLATE)
+
+    def decode(ckpt: Path) -> Path:
+        cfg["testing"]["load_model"] = str(ckpt)
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        hyp = work / f"joey_{ckpt.stem}.hyp"  # translate's -o fails in 2.3.0: stdout instead
+        run([str(python), str(driver), str(cfg_path)], env, log, stdin=work / "pieces" / "test.en", stdout=hyp)
+        return hyp
+
+    return {"seconds": ran, "checkpoints": written(found, launched), "decode": decode, "log": log}
 
 
 def onmt_quality(python: Path, work: Path, seconds: float, every: int, env: dict) -> dict:
-    """Train OpenNMT-tf for ``seconds``, then decode test2016 with its last checkpoint."""
+    """Train OpenNMT-tf for ``seconds``, keeping every checkpoint; ``decode`` translates test2016 with one."""
     import yaml
 
     pieces = work / "pieces"
@@ -143,7 +157,7 @@ def onmt_quality(python: Path, work: Path, seconds: float, every: int, env: dict
            "params": {"optimizer": "Adam", "learning_rate": 0.001, "beam_width": 1,
                       "maximum_decoding_length": MAX_OUTPUT},
            "train": {"batch_size": BATCH, "batch_type": "examples", "max_step": 10**9,
-                     "save_checkpoints_steps": every, "keep_checkpoint_max": 3, "save_summary_steps": 100,
+                     "save_checkpoints_steps": every, "keep_checkpoint_max": 10**6, "save_summary_steps": 100,
                      "maximum_features_length": MAX_LEN, "maximum_labels_length": MAX_LEN},
            "infer": {"batch_size": BATCH, "batch_type": "examples"}}
     cfg_path = work / "onmt.yaml"
@@ -151,14 +165,16 @@ def onmt_quality(python: Path, work: Path, seconds: float, every: int, env: dict
     log = work / "onmt.log"
     log.write_text("")
     onmt_main = [str(python), "-m", "opennmt.bin.main", "--model", str(model_file), "--config", str(cfg_path)]
-    ran = train_for([*onmt_main, "train"], env, log, seconds)
-    state = (run_dir / "checkpoint").read_text() if (run_dir / "checkpoint").is_file() else ""
-    found = re.findall(r'model_checkpoint_path: "ckpt-(\d+)"', state)
-    if not found:
-        sys.exit(f"bench_quality: OpenNMT-tf wrote no checkpoint in {ran:.0f} s; see {log}")
-    hyp = work / "onmt.hyp"
-    run([*onmt_main, "infer", "--features_file", str(pieces / "test.en"), "--predictions_file", str(hyp)], env, log)
-    return {"seconds": ran, "steps": int(found[-1]), "hyp": hyp}
+    ran, launched = train_for([*onmt_main, "train"], env, log, seconds)
+    found = [(int(p.name[5:-6]), p) for p in run_dir.glob("ckpt-*.index")]
+
+    def decode(index: Path) -> Path:
+        hyp = work / f"onmt_{index.name[:-6]}.hyp"
+        run([*onmt_main, "--checkpoint_path", str(index)[:-6], "infer", "--features_file", str(pieces / "test.en"),
+             "--predictions_file", str(hyp)], env, log)  # --checkpoint_path: a global option
+        return hyp
+
+    return {"seconds": ran, "checkpoints": written(found, launched), "decode": decode, "log": log}
 
 
 def score(hyp: Path, refs: list[str], sp) -> dict:
@@ -179,16 +195,18 @@ def main() -> None:
                         choices=["nmt", "joeynmt", "opennmt-tf"])
     parser.add_argument("--checkpoint-steps", type=int, default=0,
                         help="steps between checkpoints for every toolkit (0: CHECKPOINT_STEPS, per toolkit)")
+    parser.add_argument("--points", type=int, default=5,
+                        help="score the last checkpoint written before each of this many evenly spaced times")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true",
-                        help="nmt only, a tiny model for 0.3 minutes on the bundled sample (checks the script)")
+                        help="nmt only, a tiny model for 0.5 minutes on the bundled sample (checks the script)")
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "quality"))
     args = parser.parse_args()
-    if args.minutes <= 0 or args.threads < 1 or args.checkpoint_steps < 0:
-        parser.error("--minutes and --threads must be positive, --checkpoint-steps at least 0")
+    if args.minutes <= 0 or args.threads < 1 or args.points < 1 or args.checkpoint_steps < 0:
+        parser.error("--minutes, --threads and --points must be positive, --checkpoint-steps at least 0")
     if args.quick:
-        args.minutes, args.toolkits = 0.3, ["nmt"]
+        args.minutes, args.toolkits = 0.5, ["nmt"]
         args.checkpoint_steps = args.checkpoint_steps or 20
 
     from nmt.dataset import PreparedData
@@ -219,18 +237,34 @@ def main() -> None:
             ensure_venv(venvs / "opennmt-tf", [["tensorflow==2.13.1", "opennmt-tf==2.32.0"]]),
             work, seconds, every, env),
     }
-    rows = {}
+    points = [seconds * (k + 1) / args.points for k in range(args.points)]
+    rows: dict[str, list[dict]] = {}
     for name in args.toolkits:
         result = runners[name](args.checkpoint_steps or CHECKPOINT_STEPS[name])
-        row = {"bench": "quality", "toolkit": name, "minutes": args.minutes, "seconds_run": round(result["seconds"], 1),
-               "checkpoint_step": result["steps"], **score(result["hyp"], refs, sp), "threads": args.threads, **host}
-        rows[name] = row
-        print(json.dumps(row, ensure_ascii=False), flush=True)
-    print(f"\n| toolkit | steps in {args.minutes:g} minutes (last checkpoint) | test BLEU | chrF |")
-    print("|---|---:|---:|---:|")
-    for name, row in rows.items():
-        print(f"| {name} | {row['checkpoint_step']:,} | {row['bleu']:.2f} | {row['chrf']:.2f} |")
-
+        scored: dict[Path, dict] = {}  # a checkpoint that is the last one at two points is decoded once
+        rows[name] = []
+        for point in points:
+            before = [c for c in result["checkpoints"] if c[1] <= point]
+            if not before:
+                if point == points[-1]:
+                    sys.exit(f"bench_quality: {name} wrote no checkpoint in {result['seconds']:.0f} s; "
+                             f"see {result['log']}")
+                continue
+            step, at, path = before[-1]
+            if path not in scored:
+                scored[path] = score(result["decode"](path), refs, sp)
+            row = {"bench": "quality", "toolkit": name, "minutes": round(point / 60, 3), "checkpoint_step": step,
+                   "checkpoint_seconds": round(at, 1), **scored[path], "seconds_run": round(result["seconds"], 1),
+                   "threads": args.threads, **host}
+            rows[name].append(row)
+            print(json.dumps(row, ensure_ascii=False), flush=True)
+    print("\n| toolkit | " + " | ".join(f"{p / 60:g} min" for p in points) + " |")
+    print("|---|" + "---:|" * len(points))
+    for name, found in rows.items():
+        by_point = {r["minutes"]: r for r in found}
+        cells = [by_point.get(round(p / 60, 3)) for p in points]
+        print(f"| {name} | " + " | ".join(f"{c['bleu']:.2f} ({c['checkpoint_step']:,})" if c else "-"
+                                          for c in cells) + " |")
 
 if __name__ == "__main__":
     main()

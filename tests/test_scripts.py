@@ -418,13 +418,23 @@ def test_bench_scripts_name_missing_multi30k(monkeypatch, capsys, tmp_path):
 
 
 def test_bench_quality_quick(bench_work, capsys, tmp_path):
-    """nmt trains in a child process for 0.3 minutes from its launch and is killed; its last checkpoint
-    decodes the sample's test split, which sacreBLEU scores (the peers' rows need their environments)."""
+    """nmt trains in a child process for 0.5 minutes from its launch and is killed; the last checkpoints
+    before 0.25 and 0.5 minutes decode the sample's test split, which sacreBLEU scores (the peers' rows
+    need their environments); plot_quality.py draws the result."""
     work = bench_work / "quality"
-    rows = run_script("bench_quality.py", "--quick", "--work", str(work), capsys=capsys, tmp_path=tmp_path)
-    setup, row = rows
-    assert setup["bench"] == "quality_setup" and (row["bench"], row["toolkit"]) == ("quality", "nmt")
-    assert 18 <= row["seconds_run"] < 30  # killed at the deadline: the run has no step limit of its own
-    assert row["checkpoint_step"] >= 20 and row["checkpoint_step"] % 20 == 0  # a checkpoint every 20 steps
-    assert 0 <= row["bleu"] <= 100 and row["chrf"] > 0
-    assert len((work / "nmt.hyp").read_text(encoding="utf-8").splitlines()) == setup["decode_sentences"]
+    rows = run_script("bench_quality.py", "--quick", "--points", "2", "--work", str(work), capsys=capsys,
+                      tmp_path=tmp_path)
+    setup, *points = rows
+    assert setup["bench"] == "quality_setup"
+    assert [(r["bench"], r["toolkit"], r["minutes"]) for r in points] == [("quality", "nmt", m) for m in (0.25, 0.5)]
+    assert all(30 <= r["seconds_run"] < 40 for r in points)  # killed at the deadline: no step limit of its own
+    early, last = points
+    assert 0 < early["checkpoint_seconds"] <= 15 < last["checkpoint_seconds"] <= 30  # the last written before each
+    assert 20 <= early["checkpoint_step"] < last["checkpoint_step"] and last["checkpoint_step"] % 20 == 0
+    assert all(0 <= r["bleu"] <= 100 and r["chrf"] > 0 for r in points)
+    hyp = work / f"nmt_ckpt-{last['checkpoint_step']}.hyp"
+    assert len(hyp.read_text(encoding="utf-8").splitlines()) == setup["decode_sentences"]
+    jsonl = tmp_path / "quality.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_main("plot_quality.py", str(jsonl), "--out", str(tmp_path / "quality.png"))
+    assert (tmp_path / "quality.png").read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,56 @@
+#!/usr/bin/env python
+"""Test BLEU against wall time per toolkit, from the JSON lines bench_quality.py prints.
+
+    python scripts/bench_quality.py --minutes 10 > bench_out/quality.jsonl
+    python scripts/plot_quality.py bench_out/quality.jsonl --out docs/quality_zen5.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"nmt": "#1f77b4", "opennmt-tf": "#ff7f0e", "joeynmt": "#2ca02c"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("jsonl", help="bench_quality.py output")
+    parser.add_argument("--out", required=True, help="PNG to write")
+    args = parser.parse_args()
+    rows = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.startswith("{")]
+    points = [r for r in rows if r.get("bench") == "quality"]
+    if not points:
+        raise SystemExit(f"{args.jsonl}: no bench_quality.py result lines")
+    setup = next((r for r in rows if r.get("bench") == "quality_setup"), {})
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for toolkit in dict.fromkeys(r["toolkit"] for r in points):
+        mine = sorted((r for r in points if r["toolkit"] == toolkit), key=lambda r: r["minutes"])
+        # each point at the time its checkpoint was written, labelled with its step
+        xs, ys = [r["checkpoint_seconds"] / 60 for r in mine], [r["bleu"] for r in mine]
+        ax.plot(xs, ys, marker="o", label=toolkit, color=COLORS.get(toolkit))
+        for r, x, y in zip(mine, xs, ys):
+            ax.annotate(f"{r['checkpoint_step']:,}", (x, y), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    ax.set_xlim(left=0)
+    ax.set_xlabel("minutes from launch (checkpoint written)")
+    ax.set_ylabel("test BLEU, greedy")
+    ax.set_title(f"the same model and settings, {setup.get('threads', '?')} threads, CPU "
+                 f"{setup.get('cpu_family_model', '?')}", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(out)
+
+
+if __name__ == "__main__":
+    main()
