@@ -402,30 +402,47 @@ def joey_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, 
 
 # --- OpenNMT-tf ------------------------------------------------------------------------------
 
-def onmt_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, env: dict,
-               decode_repeats: int) -> dict:
+def onmt_config(run_dir: Path, pieces: Path, max_step: int, save_every: int, summary_every: int,
+                min_length: int, max_length: int, keep: int = 8) -> dict:
+    """OpenNMT-tf's run configuration for the reference model on ``pieces`` (Adam 1e-3, batches of ``BATCH``
+    sentences, greedy decoding of ``min_length`` to ``max_length`` pieces; ``keep`` checkpoints kept)."""
+    params = {"optimizer": "Adam", "learning_rate": 0.001, "beam_width": 1, "maximum_decoding_length": max_length}
+    if min_length:
+        params["minimum_decoding_length"] = min_length
+    return {"model_dir": str(run_dir),
+            "data": {"train_features_file": str(pieces / "train.en"), "train_labels_file": str(pieces / "train.de"),
+                     "source_vocabulary": str(pieces / "vocab.onmt.txt"),
+                     "target_vocabulary": str(pieces / "vocab.onmt.txt")},
+            "params": params,
+            "train": {"batch_size": BATCH, "batch_type": "examples", "max_step": max_step,
+                      "save_checkpoints_steps": save_every, "keep_checkpoint_max": keep,
+                      "save_summary_steps": summary_every,
+                      "maximum_features_length": MAX_LEN, "maximum_labels_length": MAX_LEN},
+            "infer": {"batch_size": BATCH, "batch_type": "examples"}}
+
+
+def onmt_command(python: Path, work: Path, cfg: dict, log: Path) -> list[str]:
+    """Write the model file and ``cfg`` into ``work``, empty ``cfg``'s model directory and ``log``; returns
+    the ``onmt-main`` command line up to its run type (``train``, ``infer``)."""
     import yaml
 
-    pieces = work / "pieces"
     model_file = work / "onmt_model.py"
     model_file.write_text(ONMT_MODEL)
-    run_dir = work / "onmt_run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = {"model_dir": str(run_dir),
-           "data": {"train_features_file": str(pieces / "train.en"), "train_labels_file": str(pieces / "train.de"),
-                    "source_vocabulary": str(pieces / "vocab.onmt.txt"),
-                    "target_vocabulary": str(pieces / "vocab.onmt.txt")},
-           "params": {"optimizer": "Adam", "learning_rate": 0.001, "beam_width": 1,
-                      "maximum_decoding_length": DECODE_STEPS, "minimum_decoding_length": DECODE_STEPS},
-           "train": {"batch_size": BATCH, "batch_type": "examples", "max_step": warmup + steps,
-                     "save_checkpoints_steps": warmup + steps, "save_summary_steps": 10,
-                     "maximum_features_length": MAX_LEN, "maximum_labels_length": MAX_LEN},
-           "infer": {"batch_size": BATCH, "batch_type": "examples"}}
+    shutil.rmtree(cfg["model_dir"], ignore_errors=True)
     cfg_path = work / "onmt.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    log = work / "onmt.log"
     log.write_text("")
-    onmt_main = [str(python), "-m", "opennmt.bin.main", "--model", str(model_file), "--config", str(cfg_path)]
+    return [str(python), "-m", "opennmt.bin.main", "--model", str(model_file), "--config", str(cfg_path)]
+
+
+def onmt_bench(python: Path, work: Path, steps: int, warmup: int, threads: int, env: dict,
+               decode_repeats: int) -> dict:
+    pieces = work / "pieces"
+    run_dir = work / "onmt_run"
+    cfg = onmt_config(run_dir, pieces, max_step=warmup + steps, save_every=warmup + steps, summary_every=10,
+                      min_length=DECODE_STEPS, max_length=DECODE_STEPS)
+    log = work / "onmt.log"
+    onmt_main = onmt_command(python, work, cfg, log)
     run([*onmt_main, "train"], env, log)
     found = [(int(s), float(t)) for s, t in
              re.findall(r"Step = (\d+) ;.*?tokens/s = \d+ \(.*?(\d+) target\)", log.read_text())]

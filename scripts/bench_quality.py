@@ -41,11 +41,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_peers import (  # noqa: E402
     BATCH,
     JOEY_TRANSLATE,
-    MAX_LEN,
-    ONMT_MODEL,
     ROOT,
     ensure_venv,
     joey_config,
+    onmt_command,
+    onmt_config,
     run,
     thread_env,
     write_piece_data,
@@ -143,28 +143,12 @@ def joey_quality(python: Path, work: Path, seconds: float, every: int, env: dict
 
 def onmt_quality(python: Path, work: Path, seconds: float, every: int, env: dict) -> dict:
     """Train OpenNMT-tf for ``seconds``, keeping every checkpoint; ``decode`` translates test2016 with one."""
-    import yaml
-
     pieces = work / "pieces"
-    model_file = work / "onmt_model.py"
-    model_file.write_text(ONMT_MODEL)
     run_dir = work / "onmt_run"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = {"model_dir": str(run_dir),
-           "data": {"train_features_file": str(pieces / "train.en"), "train_labels_file": str(pieces / "train.de"),
-                    "source_vocabulary": str(pieces / "vocab.onmt.txt"),
-                    "target_vocabulary": str(pieces / "vocab.onmt.txt")},
-           "params": {"optimizer": "Adam", "learning_rate": 0.001, "beam_width": 1,
-                      "maximum_decoding_length": MAX_OUTPUT},
-           "train": {"batch_size": BATCH, "batch_type": "examples", "max_step": 10**9,
-                     "save_checkpoints_steps": every, "keep_checkpoint_max": 10**6, "save_summary_steps": 100,
-                     "maximum_features_length": MAX_LEN, "maximum_labels_length": MAX_LEN},
-           "infer": {"batch_size": BATCH, "batch_type": "examples"}}
-    cfg_path = work / "onmt.yaml"
-    cfg_path.write_text(yaml.safe_dump(cfg))
+    cfg = onmt_config(run_dir, pieces, max_step=10**9, save_every=every, summary_every=100, min_length=0,
+                      max_length=MAX_OUTPUT, keep=10**6)
     log = work / "onmt.log"
-    log.write_text("")
-    onmt_main = [str(python), "-m", "opennmt.bin.main", "--model", str(model_file), "--config", str(cfg_path)]
+    onmt_main = onmt_command(python, work, cfg, log)
     ran, launched = train_for([*onmt_main, "train"], env, log, seconds)
     found = [(int(p.name[5:-6]), p) for p in run_dir.glob("ckpt-*.index")]
 
