@@ -82,6 +82,13 @@ def written(paths: list[tuple[int, Path]], launched: float) -> list[tuple[int, f
     return sorted((step, path.stat().st_mtime - launched, path) for step, path in paths)
 
 
+def tf_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """``(step, index file)`` of every TensorFlow checkpoint in ``folder`` (nmt's and OpenNMT-tf's ``ckpt-N``)."""
+    from nmt.checkpoints import checkpoint_number, list_checkpoints
+
+    return [(checkpoint_number(prefix), Path(f"{prefix}.index")) for prefix in list_checkpoints(folder)]
+
+
 def nmt_quality(prep: Path, work: Path, seconds: float, every: int, env: dict, threads: int, model: dict) -> dict:
     """Train nmt for ``seconds``, keeping every checkpoint; ``decode`` translates test2016 (as pieces) with one."""
     import yaml
@@ -98,16 +105,15 @@ def nmt_quality(prep: Path, work: Path, seconds: float, every: int, env: dict, t
     log.write_text("")
     nmt = [sys.executable, "-c", "from nmt.cli import main; main()"]
     ran, launched = train_for([*nmt, "train", "--config", str(cfg_path), "--overwrite"], env, log, seconds)
-    found = [(int(p.name[5:-6]), p) for p in (run_dir / "checkpoints").glob("ckpt-*.index")] \
-        if (run_dir / "checkpoints").is_dir() else []
 
     def decode(index: Path) -> Path:
-        hyp = work / f"nmt_{index.name[:-6]}.hyp"
-        run([*nmt, "translate", "--model", str(run_dir), "--checkpoint", str(index)[:-6], "--beam", "1",
-             "--pieces", "--input", str(work / "pieces" / "test_raw.en"), "--output", str(hyp)], env, log)
+        hyp = work / f"nmt_{index.stem}.hyp"
+        run([*nmt, "translate", "--model", str(run_dir), "--checkpoint", str(index.with_suffix("")), "--beam", "1",
+             "--pieces", "--input", str(work / "pieces" / "decode_raw.en"), "--output", str(hyp)], env, log)
         return hyp
 
-    return {"seconds": ran, "checkpoints": written(found, launched), "decode": decode, "log": log}
+    return {"seconds": ran, "checkpoints": written(tf_checkpoints(run_dir / "checkpoints"), launched),
+            "decode": decode, "log": log}
 
 
 def joey_quality(python: Path, work: Path, seconds: float, every: int, env: dict, threads: int) -> dict:
@@ -135,7 +141,7 @@ def joey_quality(python: Path, work: Path, seconds: float, every: int, env: dict
         cfg["testing"]["load_model"] = str(ckpt)
         cfg_path.write_text(yaml.safe_dump(cfg))
         hyp = work / f"joey_{ckpt.stem}.hyp"  # translate's -o fails in 2.3.0: stdout instead
-        run([str(python), str(driver), str(cfg_path)], env, log, stdin=work / "pieces" / "test.en", stdout=hyp)
+        run([str(python), str(driver), str(cfg_path)], env, log, stdin=work / "pieces" / "decode.en", stdout=hyp)
         return hyp
 
     return {"seconds": ran, "checkpoints": written(found, launched), "decode": decode, "log": log}
@@ -150,15 +156,14 @@ def onmt_quality(python: Path, work: Path, seconds: float, every: int, env: dict
     log = work / "onmt.log"
     onmt_main = onmt_command(python, work, cfg, log)
     ran, launched = train_for([*onmt_main, "train"], env, log, seconds)
-    found = [(int(p.name[5:-6]), p) for p in run_dir.glob("ckpt-*.index")]
 
     def decode(index: Path) -> Path:
-        hyp = work / f"onmt_{index.name[:-6]}.hyp"
-        run([*onmt_main, "--checkpoint_path", str(index)[:-6], "infer", "--features_file", str(pieces / "test.en"),
-             "--predictions_file", str(hyp)], env, log)  # --checkpoint_path: a global option
+        hyp = work / f"onmt_{index.stem}.hyp"
+        run([*onmt_main, "--checkpoint_path", str(index.with_suffix("")), "infer", "--features_file",
+             str(pieces / "decode.en"), "--predictions_file", str(hyp)], env, log)  # --checkpoint_path: global
         return hyp
 
-    return {"seconds": ran, "checkpoints": written(found, launched), "decode": decode, "log": log}
+    return {"seconds": ran, "checkpoints": written(tf_checkpoints(run_dir), launched), "decode": decode, "log": log}
 
 
 def score(hyp: Path, refs: list[str], sp) -> dict:
@@ -199,11 +204,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     prep = prepared_dir(work.parent, 500 if args.quick else 8000, quick=args.quick)
-    info = write_piece_data(prep, work / "pieces")
+    info = write_piece_data(prep, work / "pieces")  # decode.en / decode_raw.en: the test split once, pieces / text
     data = PreparedData(prep)
     refs = data.text("test", "tgt")
-    (work / "pieces" / "test_raw.en").write_text("".join(line + "\n" for line in data.text("test", "src")),
-                                                 encoding="utf-8")
     sp = data.vocabs()[1].sp
     env = thread_env(args.threads)
     seconds = args.minutes * 60
