@@ -438,3 +438,12 @@ def test_bench_quality_quick(bench_work, capsys, tmp_path):
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run_main("plot_quality.py", str(jsonl), "--out", str(tmp_path / "quality.png"))
     assert (tmp_path / "quality.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("option", ["--minutes", "--points", "--threads"])
+def test_bench_quality_rejects_non_positive(option, capsys, tmp_path):
+    code, err = usage_error("bench_quality.py", option, "0", "--work", str(tmp_path / "quality"), capsys=capsys)
+    assert code == 2
+    assert err[-1] == ("bench_quality.py: error: --minutes, --threads and --points must be positive, "
+                       "--checkpoint-steps at least 0")
+    assert not (tmp_path / "quality").exists()  # stopped before anything was written
