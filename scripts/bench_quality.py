@@ -17,10 +17,12 @@ layout for nmt), the pieces are joined by the shared SentencePiece model, and sa
 against the prepared references (BLEU and chrF, default tokenisation): BLEU against wall time.
 
     python scripts/bench_quality.py --minutes 10                        # all three, one after another
+    python scripts/bench_quality.py --minutes 10 --repeats 3            # three rounds, alternated; medians
     python scripts/bench_quality.py --minutes 10 --toolkits nmt joeynmt
     python scripts/bench_quality.py --quick                             # nmt only, 0.5 minutes on the sample
 
-Prints one JSON line per toolkit and time, then a Markdown table (BLEU and checkpoint step per time);
+Prints one JSON line per toolkit, time and repeat, then a Markdown table (BLEU and checkpoint step per time;
+with ``--repeats``, the medians, also as JSON lines);
 ``scripts/plot_quality.py`` draws BLEU against minutes from the JSON lines. The peers' virtual environments are
 ``bench_peers.py``'s (created on first use under --venvs).
 """
@@ -32,6 +34,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -187,13 +190,15 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=5,
                         help="score the last checkpoint written before each of this many evenly spaced times")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="train and score every toolkit this many times, alternated; the table gives medians")
     parser.add_argument("--quick", action="store_true",
                         help="nmt only, a tiny model for 0.5 minutes on the bundled sample (checks the script)")
     parser.add_argument("--venvs", default=str(ROOT / "bench_out" / "venvs"))
     parser.add_argument("--work", default=str(ROOT / "bench_out" / "quality"))
     args = parser.parse_args()
-    if args.minutes <= 0 or args.threads < 1 or args.points < 1 or args.checkpoint_steps < 0:
-        parser.error("--minutes, --threads and --points must be positive, --checkpoint-steps at least 0")
+    if min(args.minutes, args.threads, args.points, args.repeats) <= 0 or args.checkpoint_steps < 0:
+        parser.error("--minutes, --threads, --points and --repeats must be positive, --checkpoint-steps at least 0")
     if args.quick:
         args.minutes, args.toolkits = 0.5, ["nmt"]
         args.checkpoint_steps = args.checkpoint_steps or 20
@@ -225,33 +230,65 @@ def main() -> None:
             work, seconds, every, env),
     }
     points = [seconds * (k + 1) / args.points for k in range(args.points)]
-    rows: dict[str, list[dict]] = {}
-    for name in args.toolkits:
-        result = runners[name](args.checkpoint_steps or CHECKPOINT_STEPS[name])
-        scored: dict[Path, dict] = {}  # a checkpoint that is the last one at two points is decoded once
-        rows[name] = []
-        for point in points:
-            before = [c for c in result["checkpoints"] if c[1] <= point]
-            if not before:
-                if point == points[-1]:
-                    sys.exit(f"bench_quality: {name} wrote no checkpoint in {result['seconds']:.0f} s; "
-                             f"see {result['log']}")
-                continue
-            step, at, path = before[-1]
-            if path not in scored:
-                scored[path] = score(result["decode"](path), refs, sp)
-            row = {"bench": "quality", "toolkit": name, "minutes": round(point / 60, 3), "checkpoint_step": step,
-                   "checkpoint_seconds": round(at, 1), **scored[path], "seconds_run": round(result["seconds"], 1),
-                   "threads": args.threads, **host}
-            rows[name].append(row)
-            print(json.dumps(row, ensure_ascii=False), flush=True)
+    rows: dict[str, list[dict]] = {name: [] for name in args.toolkits}
+    for repeat in range(args.repeats):
+        turn = repeat % len(args.toolkits)  # alternated: each repeat starts with the next toolkit
+        for name in args.toolkits[turn:] + args.toolkits[:turn]:
+            result = runners[name](args.checkpoint_steps or CHECKPOINT_STEPS[name])
+            for row in score_points(name, result, points, refs, sp):
+                row.update(repeat=repeat + 1, threads=args.threads, **host)
+                rows[name].append(row)
+                print(json.dumps(row, ensure_ascii=False), flush=True)
+    print_table(rows, points, args.repeats, {"threads": args.threads, **host})
+
+
+def score_points(name: str, result: dict, points: list[float], refs: list[str], sp) -> list[dict]:
+    """The row of each point in ``points`` (seconds) from one training ``result``: the last checkpoint
+    written before it, decoded and scored (a checkpoint that is the last at two points is decoded once)."""
+    scored: dict[Path, dict] = {}
+    rows = []
+    for point in points:
+        before = [c for c in result["checkpoints"] if c[1] <= point]
+        if not before:
+            if point == points[-1]:
+                sys.exit(f"bench_quality: {name} wrote no checkpoint in {result['seconds']:.0f} s; "
+                         f"see {result['log']}")
+            continue
+        step, at, path = before[-1]
+        if path not in scored:
+            scored[path] = score(result["decode"](path), refs, sp)
+        rows.append({"bench": "quality", "toolkit": name, "minutes": round(point / 60, 3), "checkpoint_step": step,
+                     "checkpoint_seconds": round(at, 1), **scored[path], "seconds_run": round(result["seconds"], 1)})
+    return rows
+
+
+def print_table(rows: dict[str, list[dict]], points: list[float], repeats: int, machine: dict) -> None:
+    """A Markdown table of BLEU (checkpoint step) per toolkit and time; with several repeats, the
+    median over them (and its JSON line, ``quality_median``, with ``machine``), with the lowest and highest."""
     print("\n| toolkit | " + " | ".join(f"{p / 60:g} min" for p in points) + " |")
     print("|---|" + "---:|" * len(points))
+    medians = []
     for name, found in rows.items():
-        by_point = {r["minutes"]: r for r in found}
-        cells = [by_point.get(round(p / 60, 3)) for p in points]
-        print(f"| {name} | " + " | ".join(f"{c['bleu']:.2f} ({c['checkpoint_step']:,})" if c else "-"
-                                          for c in cells) + " |")
+        cells = []
+        for point in points:
+            mine = [r for r in found if r["minutes"] == round(point / 60, 3)]
+            if not mine:
+                cells.append("-")
+                continue
+            bleus, steps = sorted(r["bleu"] for r in mine), sorted(r["checkpoint_step"] for r in mine)
+            bleu, step = statistics.median(bleus), statistics.median(steps)
+            if repeats > 1:
+                medians.append({"bench": "quality_median", "toolkit": name, "minutes": round(point / 60, 3),
+                                "bleu_median": round(bleu, 2), "bleus": [r["bleu"] for r in mine],
+                                "checkpoint_steps": [r["checkpoint_step"] for r in mine], **machine})
+                cells.append(f"{bleu:.2f} ({bleus[0]:.2f}-{bleus[-1]:.2f}; {step:,.0f})")
+            else:
+                cells.append(f"{bleu:.2f} ({step:,})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if repeats > 1:
+        print(f"\n(median over {repeats} repeats (lowest-highest; median checkpoint step))")
+        for row in medians:
+            print(json.dumps(row))
 
 if __name__ == "__main__":
     main()

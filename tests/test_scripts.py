@@ -418,21 +418,30 @@ def test_bench_scripts_name_missing_multi30k(monkeypatch, capsys, tmp_path):
 
 
 def test_bench_quality_quick(bench_work, capsys, tmp_path):
-    """nmt trains in a child process for 0.5 minutes from its launch and is killed; the last checkpoints
-    before 0.25 and 0.5 minutes decode the sample's test split, which sacreBLEU scores (the peers' rows
-    need their environments); plot_quality.py draws the result."""
+    """nmt trains in a child process for 0.5 minutes from its launch and is killed, twice (--repeats 2);
+    the last checkpoints before 0.25 and 0.5 minutes decode the sample's test split, which sacreBLEU
+    scores (the peers' rows need their environments); the medians per time come last, and
+    plot_quality.py draws the result."""
     work = bench_work / "quality"
-    rows = run_script("bench_quality.py", "--quick", "--points", "2", "--work", str(work), capsys=capsys,
-                      tmp_path=tmp_path)
-    setup, *points = rows
+    rows = run_script("bench_quality.py", "--quick", "--points", "2", "--repeats", "2", "--work", str(work),
+                      capsys=capsys, tmp_path=tmp_path)
+    setup, *rest = rows
     assert setup["bench"] == "quality_setup"
-    assert [(r["bench"], r["toolkit"], r["minutes"]) for r in points] == [("quality", "nmt", m) for m in (0.25, 0.5)]
+    points, medians = rest[:4], rest[4:]
+    assert [(r["bench"], r["toolkit"], r["repeat"], r["minutes"]) for r in points] == [
+        ("quality", "nmt", repeat, m) for repeat in (1, 2) for m in (0.25, 0.5)]
     assert all(30 <= r["seconds_run"] < 40 for r in points)  # killed at the deadline: no step limit of its own
-    early, last = points
-    assert 0 < early["checkpoint_seconds"] <= 15 < last["checkpoint_seconds"] <= 30  # the last written before each
-    assert 20 <= early["checkpoint_step"] < last["checkpoint_step"] and last["checkpoint_step"] % 20 == 0
+    for early, last in (points[:2], points[2:]):
+        assert 0 < early["checkpoint_seconds"] <= 15 < last["checkpoint_seconds"] <= 30  # the last before each
+        assert 20 <= early["checkpoint_step"] < last["checkpoint_step"] and last["checkpoint_step"] % 20 == 0
     assert all(0 <= r["bleu"] <= 100 and r["chrf"] > 0 for r in points)
-    hyp = work / f"nmt_ckpt-{last['checkpoint_step']}.hyp"
+    for first, second in zip(points[:2], points[2:]):  # deterministic training: the same step, the same BLEU
+        if first["checkpoint_step"] == second["checkpoint_step"]:
+            assert first["bleu"] == second["bleu"]
+    assert [(m["bench"], m["minutes"], m["bleus"]) for m in medians] == [
+        ("quality_median", r["minutes"], [r["bleu"], points[k + 2]["bleu"]]) for k, r in enumerate(points[:2])]
+    assert all(m["bleu_median"] == pytest.approx(sum(m["bleus"]) / 2, abs=0.006) for m in medians)
+    hyp = work / f"nmt_ckpt-{points[-1]['checkpoint_step']}.hyp"
     assert len(hyp.read_text(encoding="utf-8").splitlines()) == setup["decode_sentences"]
     jsonl = tmp_path / "quality.jsonl"
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -440,10 +449,10 @@ def test_bench_quality_quick(bench_work, capsys, tmp_path):
     assert (tmp_path / "quality.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("option", ["--minutes", "--points", "--threads"])
+@pytest.mark.parametrize("option", ["--minutes", "--points", "--threads", "--repeats"])
 def test_bench_quality_rejects_non_positive(option, capsys, tmp_path):
     code, err = usage_error("bench_quality.py", option, "0", "--work", str(tmp_path / "quality"), capsys=capsys)
     assert code == 2
-    assert err[-1] == ("bench_quality.py: error: --minutes, --threads and --points must be positive, "
-                       "--checkpoint-steps at least 0")
+    assert err[-1] == ("bench_quality.py: error: --minutes, --threads, --points and --repeats must be "
+                       "positive, --checkpoint-steps at least 0")
     assert not (tmp_path / "quality").exists()  # stopped before anything was written
