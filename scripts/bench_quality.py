@@ -275,13 +275,12 @@ def print_table(rows: dict[str, list[dict]], points: list[float], repeats: int, 
             if not mine:
                 cells.append("-")
                 continue
-            bleus, steps = sorted(r["bleu"] for r in mine), sorted(r["checkpoint_step"] for r in mine)
+            bleus, steps = [r["bleu"] for r in mine], [r["checkpoint_step"] for r in mine]
             bleu, step = statistics.median(bleus), statistics.median(steps)
             if repeats > 1:
                 medians.append({"bench": "quality_median", "toolkit": name, "minutes": round(point / 60, 3),
-                                "bleu_median": round(bleu, 2), "bleus": [r["bleu"] for r in mine],
-                                "checkpoint_steps": [r["checkpoint_step"] for r in mine], **machine})
-                cells.append(f"{bleu:.2f} ({bleus[0]:.2f}-{bleus[-1]:.2f}; {step:,.0f})")
+                                "bleu_median": round(bleu, 2), "bleus": bleus, "checkpoint_steps": steps, **machine})
+                cells.append(f"{bleu:.2f} ({min(bleus):.2f}-{max(bleus):.2f}; {step:,.0f})")
             else:
                 cells.append(f"{bleu:.2f} ({step:,})")
         print(f"| {name} | " + " | ".join(cells) + " |")

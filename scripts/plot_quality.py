@@ -10,6 +10,7 @@ With ``--repeats``, one line per run (checkpoint steps are labelled only when th
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from nmt.fileio import atomic_write_bytes  # noqa: E402
 
 COLORS = {"nmt": "#1f77b4", "opennmt-tf": "#ff7f0e", "joeynmt": "#2ca02c"}
 
@@ -55,11 +58,9 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(out)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    atomic_write_bytes(args.out, png.getvalue())  # a half-written PNG never replaces the last one
 
 
 if __name__ == "__main__":
