@@ -26,6 +26,14 @@ With ``--precision bfloat16`` the step runs with ``training.precision: bfloat16`
 are measured in bfloat16 too: the step's GFLOP/s (the same FLOP count) is then given as a share of
 the bfloat16 peak (``fraction_of_peak``) and of the float32 one (``fraction_of_float32_peak``).
 
+With ``--rounds R`` (3 by default) the peaks and the step are measured R times in turn, the step over the
+same batches each round, and each round's step is set against the peaks measured just before it: one
+``train_step_flops`` line per round, then ``train_step_flops_median`` with the medians over the rounds
+(the figure to quote). On a shared machine whose speed drifts within minutes, a peak and a step measured
+minutes apart can differ by the drift. Every round times batches whose shapes the step has met (an untimed
+pass over them comes first): the steady state, without the one-off cost of a run's first step at each
+new batch shape.
+
 Every figure runs in the training step's thread layout (``--parallel-parts``, 0: nmt's default,
 :func:`nmt.training.training_thread_plan`; 2 parts of one intra-op thread each on 2 cores): the
 matmuls run one chain per part side by side, and decoding one batch per part.
@@ -33,6 +41,7 @@ matmuls run one chain per part side by side, and decoding one batch per part.
     python scripts/bench_limit.py                  # Multi30k en-de, reference model, full softmax V=8k
     python scripts/bench_limit.py --profile 10     # the same, then the op-time breakdown
     python scripts/bench_limit.py --quick          # tiny model on the bundled sample, < 1 minute
+    python scripts/bench_limit.py --steps 30 --rounds 5 --decode-steps 0   # the full-softmax step, 5 rounds
     python scripts/bench_limit.py --precision bfloat16 --decode-steps 0   # the step with bfloat16 matmuls
     python scripts/bench_limit.py --num-sampled 1024 --decode-steps 0 --profile 10 --optimizer lazy_adam
 """
@@ -232,9 +241,13 @@ def main() -> None:
     parser.add_argument("--optimizer", choices=["adam", "lazy_adam"], default="adam", help="training.optimizer")
     parser.add_argument("--dropout", type=float, default=0.0,
                         help="model.dropout of the step (0: none; the recipes and bench_peers.py train with 0.2-0.4)")
+    parser.add_argument("--rounds", type=int, default=3, metavar="R",
+                        help="measure the peaks and then the step R times in turn; the medians are the figures")
     args = parser.parse_args()
     if not 0.0 <= args.dropout <= 0.9:  # model.dropout's own range, checked before anything is measured
         parser.error("--dropout must be between 0 and 0.9")
+    if args.rounds < 1 or args.steps < 1:
+        parser.error("--rounds and --steps must be at least 1")
     import numpy as np
     import tensorflow as tf
 
@@ -250,14 +263,19 @@ def main() -> None:
     info = {**machine(), "parallel_parts": parts, "intra_op_threads": intra or "tensorflow"}
     shapes = [(512, 512, 512)] if args.quick else [(2048, 2048, 2048), (1024, 1024, 1024), (64, 512, 1536),
                                                    (896, 512, 8000), (64, 512, 8000)]
-    peaks: dict[str, float] = {}
-    for dtype in dict.fromkeys(["float32", args.precision]):
-        for shape in shapes:
-            rate = matmul_gflops(*shape, seconds=0.5 if args.quick else 3.0, chains=parts, dtype=dtype)
-            peaks[dtype] = max(peaks.get(dtype, 0.0), rate)
-            print(json.dumps({"bench": "matmul", "dtype": dtype, "shape": "x".join(map(str, shape)),
-                              "gflops": round(rate, 1), **info}), flush=True)
-    peak = peaks[args.precision]
+
+    def measure_peaks(round_: int) -> dict[str, float]:
+        """The largest GFLOP/s over ``shapes`` per dtype (float32 and the step's precision), one line per shape."""
+        peaks: dict[str, float] = {}
+        for dtype in dict.fromkeys(["float32", args.precision]):
+            for shape in shapes:
+                rate = matmul_gflops(*shape, seconds=0.5 if args.quick else 3.0, chains=parts, dtype=dtype)
+                peaks[dtype] = max(peaks.get(dtype, 0.0), rate)
+                print(json.dumps({"bench": "matmul", "round": round_, "dtype": dtype,
+                                  "shape": "x".join(map(str, shape)), "gflops": round(rate, 1), **info}), flush=True)
+        return peaks
+
+    peaks = measure_peaks(1)
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
@@ -274,28 +292,37 @@ def main() -> None:
     sampled = args.num_sampled if 0 < args.num_sampled < vocab else 0
     # the sampled product has one column per distinct candidate (repeats merged), on average this many
     columns = trainer.sampler.expected_distinct() if sampled and not trainer.xla else sampled
-    for b in batches[:10]:
-        trainer._train_step(*[tf.constant(x) for x in b])
-    flops, tokens, start = 0.0, 0.0, time.perf_counter()
     measured, profiled = batches[10:10 + args.steps], batches[10 + args.steps:]
-    for src, tgt_in, tgt_out in measured:
-        _, n = trainer._train_step(tf.constant(src), tf.constant(tgt_in), tf.constant(tgt_out))
-        tokens += float(n)
-        flops += step_flops(cfg, src.shape[1], tgt_out.shape[1], src.shape[0], vocab, columns)
-    seconds = time.perf_counter() - start
-    achieved = flops / seconds / 1e9
-    padded = sum(int(np.prod(b[2].shape)) for b in measured)
+    # Warm-up: 10 batches, then one untimed pass over the measured ones. The first step of a new batch
+    # shape makes oneDNN's kernels for it (about 60 ms more on the reference model, once per shape and
+    # run: 38 shapes in a Multi30k epoch), so the rounds time the steady state that a run reaches once
+    # it has met its shapes.
+    for b in batches[:10 + args.steps]:
+        trainer._train_step(*[tf.constant(x) for x in b])
     steps = len(measured)
-    print(json.dumps({"bench": "train_step_flops", "vocab": vocab, "loss": "sampled" if sampled else "full",
-                      "num_sampled": sampled, "sampled_columns": round(columns, 1), "precision": args.precision,
-                      "optimizer": args.optimizer,
-                      "dropout": args.dropout, "steps": steps,
-                      "target_tokens_per_second": round(tokens / seconds),
-                      "padding_share": round(1 - tokens / padded, 3), "gflop_per_step": round(flops / steps / 1e9, 2),
-                      "achieved_gflops": round(achieved, 1), "matmul_peak_gflops": round(peak, 1),
-                      "fraction_of_peak": round(achieved / peak, 3),
-                      "fraction_of_float32_peak": round(achieved / peaks["float32"], 3),
-                      "ceiling_tokens_per_second": round(tokens / seconds * peak / achieved), **info}), flush=True)
+    flops = sum(step_flops(cfg, s.shape[1], t.shape[1], s.shape[0], vocab, columns) for s, _, t in measured)
+    tokens = float(sum(int(np.count_nonzero(t)) for _, _, t in measured))
+    padded = sum(int(np.prod(b[2].shape)) for b in measured)
+    setting = {"vocab": vocab, "loss": "sampled" if sampled else "full", "num_sampled": sampled,
+               "sampled_columns": round(columns, 1), "precision": args.precision, "optimizer": args.optimizer,
+               "dropout": args.dropout, "steps": steps, "padding_share": round(1 - tokens / padded, 3),
+               "gflop_per_step": round(flops / steps / 1e9, 2)}
+    inputs = [[tf.constant(x) for x in b] for b in measured]
+    rounds = []
+    for r in range(1, args.rounds + 1):
+        if r > 1:
+            peaks = measure_peaks(r)
+        peak = peaks[args.precision]
+        seconds = time_steps(trainer._train_step, inputs)
+        achieved = flops / seconds / 1e9
+        rounds.append({"target_tokens_per_second": round(tokens / seconds), "achieved_gflops": round(achieved, 1),
+                       "matmul_peak_gflops": round(peak, 1), "fraction_of_peak": round(achieved / peak, 3),
+                       "fraction_of_float32_peak": round(achieved / peaks["float32"], 3),
+                       "ceiling_tokens_per_second": round(tokens / seconds * peak / achieved)})
+        print(json.dumps({"bench": "train_step_flops", "round": r, **setting, **rounds[-1], **info}), flush=True)
+    print(json.dumps({"bench": "train_step_flops_median", "rounds": len(rounds), **setting,
+                      **{k: statistics.median(row[k] for row in rounds) for k in rounds[0]},
+                      "fraction_of_peak_per_round": [row["fraction_of_peak"] for row in rounds], **info}), flush=True)
     if args.decode_steps:
         d = greedy_decode_rate(cfg, trainer.model, trainer.data.split("test"), vocab, args.decode_batch,
                                args.decode_steps, args.decode_repeats, parts)

@@ -59,7 +59,7 @@ def test_bench_prepare_quick(capsys, tmp_path):
                                                                   "--compact-fractions", "0.1", "0.5"]),
                                           ("bench_limit.py", ["--steps", "5", "--profile", "2",
                                                               "--precision", "bfloat16", "--optimizer", "lazy_adam",
-                                                              "--dropout", "0.3"]),
+                                                              "--dropout", "0.3", "--rounds", "2"]),
                                           ("bench_train.py", ["--placements", "post", "--parts", "2",
                                                               "--precisions", "float32", "bfloat16",
                                                               "--optimizers", "adam", "--repeats", "1",
@@ -89,17 +89,27 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
         nmt_rows = [r for r in rows if r["toolkit"] != "plain-keras-step"]
         assert all(r["build_seconds"] > 0 and r["first_step_seconds"] > 0 for r in nmt_rows)
     elif script == "bench_limit.py":
-        peaks = {}
+        peaks: dict = {}  # per round, the largest rate per dtype
         for r in rows:
             if r["bench"] == "matmul":
-                peaks[r["dtype"]] = max(peaks.get(r["dtype"], 0.0), r["gflops"])
-        assert set(peaks) == {"float32", "bfloat16"}  # the step's own precision and float32
-        step = next(r for r in rows if r["bench"] == "train_step_flops")
-        assert step["precision"] == "bfloat16" and step["matmul_peak_gflops"] == peaks["bfloat16"]
-        assert step["optimizer"] == "lazy_adam" and step["dropout"] == 0.3
-        assert 0 < step["fraction_of_peak"] < 1 and step["achieved_gflops"] > 0
-        assert abs(step["fraction_of_float32_peak"] - step["achieved_gflops"] / peaks["float32"]) < 0.002
-        assert step["ceiling_tokens_per_second"] > step["target_tokens_per_second"]
+                per = peaks.setdefault(r["round"], {})
+                per[r["dtype"]] = max(per.get(r["dtype"], 0.0), r["gflops"])
+        assert sorted(peaks) == [1, 2] and all(set(p) == {"float32", "bfloat16"} for p in peaks.values())
+        steps = [r for r in rows if r["bench"] == "train_step_flops"]
+        assert [s["round"] for s in steps] == [1, 2]
+        for step in steps:  # each round against the peaks measured just before it
+            p = peaks[step["round"]]
+            assert step["precision"] == "bfloat16" and step["matmul_peak_gflops"] == p["bfloat16"]
+            assert step["optimizer"] == "lazy_adam" and step["dropout"] == 0.3
+            assert 0 < step["fraction_of_peak"] < 1 and step["achieved_gflops"] > 0
+            assert abs(step["fraction_of_float32_peak"] - step["achieved_gflops"] / p["float32"]) < 0.002
+            assert step["ceiling_tokens_per_second"] > step["target_tokens_per_second"]
+        median = next(r for r in rows if r["bench"] == "train_step_flops_median")
+        fractions = [s["fraction_of_peak"] for s in steps]
+        assert median["rounds"] == 2 and median["fraction_of_peak_per_round"] == fractions
+        assert abs(median["fraction_of_peak"] - sum(fractions) / 2) < 1e-9  # the median of two
+        assert median["gflop_per_step"] == steps[0]["gflop_per_step"] == steps[1]["gflop_per_step"]
+        peaks = peaks[2]  # the latest, as decoding and the profile use
         decode = next(r for r in rows if r["bench"] == "greedy_decode_flops")  # held to exactly 30 steps
         assert (decode["sentences"], decode["decoder_steps"]) == (100, 30)
         assert 0 < decode["fraction_of_peak"] < 1 and decode["matmul_peak_gflops"] == peaks["float32"]
@@ -358,11 +368,13 @@ def test_bench_peers_rejects_zero_repeats(option, capsys, tmp_path):
     assert not (tmp_path / "peers").exists()
 
 
-def test_bench_limit_rejects_a_dropout_out_of_range(capsys, tmp_path):
-    """--dropout outside model.dropout's range stops at once with a one-line usage error, nothing written."""
-    code, err = usage_error("bench_limit.py", "--quick", "--dropout", "1.5", "--work", str(tmp_path / "w"),
-                            capsys=capsys)
-    assert code == 2 and err[-1].endswith("error: --dropout must be between 0 and 0.9")
+@pytest.mark.parametrize("extra, message", [(["--dropout", "1.5"], "--dropout must be between 0 and 0.9"),
+                                            (["--rounds", "0"], "--rounds and --steps must be at least 1")])
+def test_bench_limit_rejects_bad_options(extra, message, capsys, tmp_path):
+    """--dropout outside model.dropout's range, or no rounds, stops at once with a one-line usage error,
+    nothing written."""
+    code, err = usage_error("bench_limit.py", "--quick", *extra, "--work", str(tmp_path / "w"), capsys=capsys)
+    assert code == 2 and err[-1].endswith(f"error: {message}")
     assert "Traceback" not in "\n".join(err) and not (tmp_path / "w").exists()
 
 
