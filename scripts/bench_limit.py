@@ -30,9 +30,8 @@ With ``--rounds R`` (3 by default) the peaks and the step are measured R times i
 same batches each round, and each round's step is set against the peaks measured just before it: one
 ``train_step_flops`` line per round, then ``train_step_flops_median`` with the medians over the rounds
 (the figure to quote). On a shared machine whose speed drifts within minutes, a peak and a step measured
-minutes apart can differ by the drift. Every round times batches whose shapes the step has met (an untimed
-pass over them comes first): the steady state, without the one-off cost of a run's first step at each
-new batch shape.
+minutes apart can differ by the drift. An untimed pass over the measured batches comes first: a first pass
+over batches runs slower than later ones (3-30% in session 45's runs), so every round times the steady state.
 
 Every figure runs in the training step's thread layout (``--parallel-parts``, 0: nmt's default,
 :func:`nmt.training.training_thread_plan`; 2 parts of one intra-op thread each on 2 cores): the
@@ -293,10 +292,8 @@ def main() -> None:
     # the sampled product has one column per distinct candidate (repeats merged), on average this many
     columns = trainer.sampler.expected_distinct() if sampled and not trainer.xla else sampled
     measured, profiled = batches[10:10 + args.steps], batches[10 + args.steps:]
-    # Warm-up: 10 batches, then one untimed pass over the measured ones. The first step of a new batch
-    # shape makes oneDNN's kernels for it (about 60 ms more on the reference model, once per shape and
-    # run: 38 shapes in a Multi30k epoch), so the rounds time the steady state that a run reaches once
-    # it has met its shapes.
+    # Warm-up: 10 batches, then one untimed pass over the measured ones, since a first pass over
+    # batches runs slower than the passes after it (docs/benchmarks.md, The machine's limit, session 45).
     for b in batches[:10 + args.steps]:
         trainer._train_step(*[tf.constant(x) for x in b])
     steps = len(measured)
