@@ -292,10 +292,11 @@ def main() -> None:
     # the sampled product has one column per distinct candidate (repeats merged), on average this many
     columns = trainer.sampler.expected_distinct() if sampled and not trainer.xla else sampled
     measured, profiled = batches[10:10 + args.steps], batches[10 + args.steps:]
+    tensors = [[tf.constant(x) for x in b] for b in batches]
     # Warm-up: 10 batches, then one untimed pass over the measured ones, since a first pass over
     # batches runs slower than the passes after it (docs/benchmarks.md, The machine's limit, session 45).
-    for b in batches[:10 + args.steps]:
-        trainer._train_step(*[tf.constant(x) for x in b])
+    for b in tensors[:10 + args.steps]:
+        trainer._train_step(*b)
     steps = len(measured)
     flops = sum(step_flops(cfg, s.shape[1], t.shape[1], s.shape[0], vocab, columns) for s, _, t in measured)
     tokens = float(sum(int(np.count_nonzero(t)) for _, _, t in measured))
@@ -304,13 +305,12 @@ def main() -> None:
                "sampled_columns": round(columns, 1), "precision": args.precision, "optimizer": args.optimizer,
                "dropout": args.dropout, "steps": steps, "padding_share": round(1 - tokens / padded, 3),
                "gflop_per_step": round(flops / steps / 1e9, 2)}
-    inputs = [[tf.constant(x) for x in b] for b in measured]
     rounds = []
     for r in range(1, args.rounds + 1):
         if r > 1:
             peaks = measure_peaks(r)
         peak = peaks[args.precision]
-        seconds = time_steps(trainer._train_step, inputs)
+        seconds = time_steps(trainer._train_step, tensors[10:10 + args.steps])
         achieved = flops / seconds / 1e9
         rounds.append({"target_tokens_per_second": round(tokens / seconds), "achieved_gflops": round(achieved, 1),
                        "matmul_peak_gflops": round(peak, 1), "fraction_of_peak": round(achieved / peak, 3),
@@ -336,12 +336,11 @@ def main() -> None:
         # the same batches unprofiled first (median of 3 passes), then under the profiler
         gflop = sum(step_flops(cfg, s.shape[1], t.shape[1], s.shape[0], vocab, columns)
                     for s, _, t in profiled) / len(profiled) / 1e9
-        profiled = [[tf.constant(x) for x in b] for b in profiled]
+        profiled = tensors[10 + args.steps:]
         passes = [1e3 * time_steps(trainer._train_step, profiled) / len(profiled) for _ in range(3)]
         rows, totals = profile_steps(trainer._train_step, profiled, work / "profile_limit")
-        loss = "sampled" if sampled else "full"
         for row in [profile_summary(totals, statistics.median(passes), gflop, peak), *rows]:
-            print(json.dumps({**row, "loss": loss, "precision": args.precision, "optimizer": args.optimizer,
+            print(json.dumps({**row, "loss": setting["loss"], "precision": args.precision, "optimizer": args.optimizer,
                               "dropout": args.dropout, **info}),
                   flush=True)
 

@@ -109,10 +109,10 @@ def test_bench_quick_modes(script, extra, bench_work, capsys, tmp_path):
         assert median["rounds"] == 2 and median["fraction_of_peak_per_round"] == fractions
         assert abs(median["fraction_of_peak"] - sum(fractions) / 2) < 1e-9  # the median of two
         assert median["gflop_per_step"] == steps[0]["gflop_per_step"] == steps[1]["gflop_per_step"]
-        peaks = peaks[2]  # the latest, as decoding and the profile use
+        latest = peaks[2]  # the last round's, as decoding and the profile use
         decode = next(r for r in rows if r["bench"] == "greedy_decode_flops")  # held to exactly 30 steps
         assert (decode["sentences"], decode["decoder_steps"]) == (100, 30)
-        assert 0 < decode["fraction_of_peak"] < 1 and decode["matmul_peak_gflops"] == peaks["float32"]
+        assert 0 < decode["fraction_of_peak"] < 1 and decode["matmul_peak_gflops"] == latest["float32"]
         assert decode["ceiling_sentences_per_second"] > decode["sentences_per_second"] > 0
         summary = next(r for r in rows if r["bench"] == "step_profile_summary")  # the same batches unprofiled
         assert summary["threads"] >= 1 and summary["unprofiled_ms_per_step"] > 0 and summary["gflop_per_step"] > 0
