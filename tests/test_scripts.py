@@ -371,10 +371,11 @@ def test_bench_peers_rejects_zero_repeats(option, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("extra, message", [(["--dropout", "1.5"], "--dropout must be between 0 and 0.9"),
-                                            (["--rounds", "0"], "--rounds and --steps must be at least 1")])
+                                            (["--rounds", "0"], "--rounds and --steps must be at least 1"),
+                                            (["--steps", "0"], "--rounds and --steps must be at least 1")])
 def test_bench_limit_rejects_bad_options(extra, message, capsys, tmp_path):
-    """--dropout outside model.dropout's range, or no rounds, stops at once with a one-line usage error,
-    nothing written."""
+    """--dropout outside model.dropout's range, or no rounds or steps, stops at once with a one-line usage
+    error, nothing written."""
     code, err = usage_error("bench_limit.py", "--quick", *extra, "--work", str(tmp_path / "w"), capsys=capsys)
     assert code == 2 and err[-1].endswith(f"error: {message}")
     assert "Traceback" not in "\n".join(err) and not (tmp_path / "w").exists()
