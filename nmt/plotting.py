@@ -20,6 +20,15 @@ def _pyplot():
     return plt
 
 
+def save_png(fig, path: str | Path, dpi: int = 110) -> None:
+    """Write the matplotlib figure ``fig`` to ``path`` as a PNG, atomically (a half-written PNG never replaces
+    the last one), and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    _pyplot().close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def plot_attention(weights: np.ndarray, source_pieces: Sequence[str], target_pieces: Sequence[str],
                    path: str | Path) -> None:
     """Write a heatmap of ``weights`` [target, source] with the pieces on the axes as a PNG."""
@@ -32,10 +41,7 @@ def plot_attention(weights: np.ndarray, source_pieces: Sequence[str], target_pie
     ax.set_xlabel("source pieces")
     ax.set_ylabel("target pieces")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path, dpi=100)
 
 
 def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlabel: str, ylabel: str,
@@ -51,7 +57,4 @@ def plot_curves(series: dict[str, tuple[Sequence[float], Sequence[float]]], xlab
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_png(fig, path)

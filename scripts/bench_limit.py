@@ -293,9 +293,10 @@ def main() -> None:
     columns = trainer.sampler.expected_distinct() if sampled and not trainer.xla else sampled
     measured, profiled = batches[10:10 + args.steps], batches[10 + args.steps:]
     tensors = [[tf.constant(x) for x in b] for b in batches]
+    timed = tensors[10:10 + args.steps]  # the measured batches, as tensors
     # Warm-up: 10 batches, then one untimed pass over the measured ones, since a first pass over
     # batches runs slower than the passes after it (docs/benchmarks.md, The machine's limit, session 45).
-    for b in tensors[:10 + args.steps]:
+    for b in tensors[:10] + timed:
         trainer._train_step(*b)
     steps = len(measured)
     flops = sum(step_flops(cfg, s.shape[1], t.shape[1], s.shape[0], vocab, columns) for s, _, t in measured)
@@ -310,7 +311,7 @@ def main() -> None:
         if r > 1:
             peaks = measure_peaks(r)
         peak = peaks[args.precision]
-        seconds = time_steps(trainer._train_step, tensors[10:10 + args.steps])
+        seconds = time_steps(trainer._train_step, timed)
         achieved = flops / seconds / 1e9
         rounds.append({"target_tokens_per_second": round(tokens / seconds), "achieved_gflops": round(achieved, 1),
                        "matmul_peak_gflops": round(peak, 1), "fraction_of_peak": round(achieved / peak, 3),

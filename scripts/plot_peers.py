@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nmt.fileio import atomic_write_bytes  # noqa: E402
+from nmt.plotting import save_png  # noqa: E402
 
 
 def main() -> None:
@@ -53,9 +52,7 @@ def main() -> None:
     title = f"same model, data and threads; {where} (median of {medians[0]['median_of']})"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    atomic_write_bytes(args.out, png.getvalue())  # a half-written PNG never replaces the last one
+    save_png(fig, args.out)  # atomic: a half-written PNG never replaces the last one
     print(json.dumps({"written": args.out, "title": title, "bars": panels}))
 
 

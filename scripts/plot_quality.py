@@ -10,7 +10,6 @@ With ``--repeats``, one line per run (checkpoint steps are labelled only when th
 from __future__ import annotations
 
 import argparse
-import io
 import json
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nmt.fileio import atomic_write_bytes  # noqa: E402
+from nmt.plotting import save_png  # noqa: E402
 
 COLORS = {"nmt": "#1f77b4", "opennmt-tf": "#ff7f0e", "joeynmt": "#2ca02c"}
 
@@ -58,9 +57,7 @@ def main() -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=110)
-    atomic_write_bytes(args.out, png.getvalue())  # a half-written PNG never replaces the last one
+    save_png(fig, args.out)  # atomic: a half-written PNG never replaces the last one
 
 
 if __name__ == "__main__":
