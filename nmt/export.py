@@ -147,6 +147,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "be
     ``out_dir`` is refused unless ``overwrite``. Returns the export directory.
     """
     from nmt.fileio import atomic_directory
+    from nmt.model.fused import tensorflow_ops_only
     from nmt.translate import Translator
 
     out = Path(out_dir)
@@ -158,8 +159,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, checkpoint: str = "be
     config = replace(translator.config, decoding=decoding)
     module = TranslationModule(translator.model, translator.src_vocab.proto, translator.tgt_vocab.proto,
                                config.data.lowercase, decoding)
-    signature = module.translate.get_concrete_function()
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with tensorflow_ops_only(), atomic_directory(out, overwrite=overwrite) as tmp:  # no nmt kernel in the graph
+        signature = module.translate.get_concrete_function()
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE: signature})
         (tmp / "config.yaml").write_text(dump_config(config), encoding="utf-8")
         (tmp / "README.txt").write_text(_readme(Path(run_dir), translator.checkpoint_path, config, decoding),

@@ -9,6 +9,7 @@ the last ``keep_checkpoints`` kept), ``best/`` (the checkpoint of the best dev B
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -367,6 +368,7 @@ class Trainer:
         """The compiled update: loss over the global batch's target tokens, gradients summed over replicas."""
         import tensorflow as tf
 
+        from nmt.model.fused import tensorflow_ops_only
         from nmt.model.ops import matmul_precision
 
         model, optimizer, strategy = self.model, self.optimizer, self.strategy
@@ -381,8 +383,9 @@ class Trainer:
             # the same seed on every replica: all draw the same sampled-softmax candidates
             seed = tf.stack([seed0, tf.cast(optimizer.iterations, tf.int64)])
             context = tf.distribute.get_replica_context()
-            # training.precision: the forward and backward matmuls (the hand-written GRU gradients too)
-            with matmul_precision(precision):
+            # training.precision: the forward and backward matmuls (the hand-written GRU gradients too);
+            # XLA cannot compile nmt's fused CPU kernel, so an XLA step is traced with TensorFlow's ops
+            with matmul_precision(precision), tensorflow_ops_only() if self.xla else contextlib.nullcontext():
                 with tf.GradientTape() as tape:
                     sums = [self._loss(*part, True, seed) for part in split_batch(src, tgt_in, tgt_out, parts)]
                     loss_sum, tokens = tf.add_n([s for s, _ in sums]), tf.add_n([n for _, n in sums])

@@ -6,6 +6,9 @@ equals Keras' Adam, the lazy Adam moves only the rows a sparse gradient touches,
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import keras
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ import tensorflow as tf
 
 from nmt.config import ModelConfig
 from nmt.losses import UnigramSampler, full_softmax_loss, merge_duplicate_candidates, sampled_softmax_loss
-from nmt.model import BahdanauAttention, build_model, gru
+from nmt.model import BahdanauAttention, build_model, fused, gru
 from nmt.model import decoder as decoder_module
 from nmt.model.ops import matmul_precision
 from nmt.optimizers import FusedAdam, LazyAdam
@@ -33,6 +36,48 @@ def test_attention_masks_padding_and_rows_sum_to_one():
     context, weights = att(tf.random.normal([3, 2, 5]), keys, memory, MASK)  # a query per target position
     assert context.shape == (3, 2, 4) and weights.shape == (3, 2, 6)
     assert BahdanauAttention.from_config(att.get_config()).units == 7
+
+
+def test_fused_attention_kernel_equals_tensorflows_ops_in_values_and_gradients(tmp_path, monkeypatch):
+    """The fused CPU kernel (nmt/model/additive_scores.cc) is built where a C++ compiler is, is what
+    the attention runs on by default, and gives TensorFlow's ops' weights, contexts and gradients
+    (a query per sentence and per target position, masked positions included); a compiler that
+    fails is reported in one line and leaves no file behind."""
+    if shutil.which("g++") or shutil.which("c++") or os.environ.get("CXX"):
+        assert fused.kernel() is not None
+    if fused.kernel() is None:
+        pytest.skip("no C++ compiler: the attention runs on TensorFlow's ops")
+    att = BahdanauAttention(16)
+    memory = tf.random.normal([3, 6, 5])
+    att.keys(memory)
+    weights = att.trainable_variables
+
+    def op_types(fn, query):
+        return {n.op for n in fn.get_concrete_function(query).graph.as_graph_def().node}
+
+    @tf.function
+    def run(query):
+        with tf.GradientTape() as tape:
+            tape.watch([query, memory])
+            context, attention = att(query, att.keys(memory), memory, MASK)
+            loss = tf.reduce_sum(tf.sin(3 * context)) + tf.reduce_sum(tf.sin(5 * attention))
+        return [context, attention] + tape.gradient(loss, [query, memory] + weights)
+
+    for query in (tf.random.normal([3, 4]), tf.random.normal([3, 7, 4])):
+        assert "NmtAdditiveScores" in op_types(run, query) and "Tanh" not in op_types(run, query)
+        with_kernel = run(query)
+        with fused.tensorflow_ops_only():
+            run_tf = tf.function(run.python_function)
+            assert "NmtAdditiveScores" not in op_types(run_tf, query) and "Tanh" in op_types(run_tf, query)
+            with_ops = run_tf(query)
+        for a, b in zip(with_kernel, with_ops):
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5 * max(1.0, float(tf.reduce_max(tf.abs(b)))))
+
+    monkeypatch.setenv("NMT_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CXX", "false")  # a "compiler" that fails
+    with pytest.raises(RuntimeError, match="^false failed") as failure:
+        fused.built_kernel_path()
+    assert "\n" not in str(failure.value) and list((tmp_path / "kernels").iterdir()) == []
 
 
 @pytest.mark.parametrize("placement", ["post", "feed"])
@@ -173,11 +218,12 @@ def test_bfloat16_matmuls_reach_every_weight_and_gradients_stay_float32():
     loss16, grads16 = narrow(src, tgt)
     assert [m for m in graph_ops(exact, src, tgt) if m[2] != "float32"] == []
     matmuls = graph_ops(narrow, src, tgt)
-    scope = "decoder_1/attention_1/additive_attention"  # the scores' [.., U] x [U, 1] and the context
+    # the context's product (and, without the fused kernel, the scores' [.., U] x [U, 1] before it)
+    scope = "decoder_1/attention_1/additive_attention"
+    products = ["MatMul"] if fused.kernel() else ["MatMul", "MatMul_1"]
     assert {m[1] for m in matmuls if m[2] == "float32"} == {
-        f"{scope}/MatMul", f"{scope}/MatMul_1", f"gradient_tape/{scope}/MatMul/MatMul",
-        f"gradient_tape/{scope}/MatMul/MatMul_1", f"gradient_tape/{scope}/MatMul_1/MatMul",
-        f"gradient_tape/{scope}/MatMul_1/MatMul_1"}
+        name for p in products for name in (f"{scope}/{p}", f"gradient_tape/{scope}/{p}/MatMul",
+                                            f"gradient_tape/{scope}/{p}/MatMul_1")}
     # the recurrent products of 3 GRU loops forward (encoder both ways, decoder) and of their 3 backward loops
     loops = {m[0] for m in matmuls if m[0] != "main" and m[2] == "bfloat16"}
     assert len(loops) == 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from nmt.model import fused
 from nmt.model.ops import Dense, apply_2d, matmul_last
 
 
@@ -13,11 +14,14 @@ def additive_attention(q: tf.Tensor, keys: tf.Tensor, memory: tf.Tensor, memory_
     """The attention maths for projected queries ``q`` [B, T, U]: ``(context [B, T, D], weights [B, T, S])``.
 
     ``weights = softmax(v^T tanh(q + keys))`` over the positions where ``memory_mask`` [B, S] is
-    True (``v`` [U, 1], ``keys`` [B, S, U]); ``context = weights @ memory`` [B, S, D].
+    True (``v`` [U, 1], ``keys`` [B, S, U]); ``context = weights @ memory`` [B, S, D]. The scores come
+    from the fused CPU kernel where it applies (:mod:`nmt.model.fused`), else from TensorFlow's ops.
     """
     with tf.name_scope("additive_attention"):  # its ops are named so in a profile (scripts/bench_translate.py)
-        hidden = tf.tanh(q[:, :, None, :] + keys[:, None, :, :])             # [B, T, S, U]
-        scores = matmul_last(hidden, v, scoped=False)[..., 0]               # [B, T, S]
+        scores = fused.additive_scores(q, keys, v)                          # [B, T, S]
+        if scores is None:
+            hidden = tf.tanh(q[:, :, None, :] + keys[:, None, :, :])         # [B, T, S, U]
+            scores = matmul_last(hidden, v, scoped=False)[..., 0]
         neg = tf.constant(-1e4 if scores.dtype == tf.float16 else -1e9, scores.dtype)
         weights = tf.nn.softmax(tf.where(memory_mask[:, None, :], scores, neg), axis=-1)
         return tf.matmul(weights, memory), weights
