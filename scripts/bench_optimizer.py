@@ -18,9 +18,13 @@ columns (``nmt.losses.merge_duplicate_candidates`` left out: the same loss from 
 "<optimizer> unmerged", so the merge's gain is measured the same way. ``--gru-layouts`` does the same
 for the layout of the GRU loops' states (``nmt.model.gru.unit_major_recurrence``, read when a step is
 traced): ``auto`` is nmt's choice, ``batch`` every loop [B, U], ``unit`` every loop [U, B]; a Trainer per
-layout, named "<optimizer> <layout>-major GRU loops" for the forced ones.
+layout, named "<optimizer> <layout>-major GRU loops" for the forced ones. ``--attention-kernels`` likewise
+for the attention's scores: ``fused`` is nmt's fused CPU kernel (``nmt.model.fused``, where it applies),
+``tensorflow`` TensorFlow's ops (the step traced in ``nmt.model.fused.tensorflow_ops_only``), named
+"<optimizer> tensorflow-op attention".
 
     python scripts/bench_optimizer.py --optimizers adam --gru-layouts auto batch   # nmt's layouts against [B, U]
+    python scripts/bench_optimizer.py --optimizers adam --attention-kernels fused tensorflow
 """
 
 from __future__ import annotations
@@ -56,6 +60,9 @@ def main() -> None:
                         help="training.sampler_distortion (default: nmt's)")
     parser.add_argument("--gru-layouts", nargs="+", default=["auto"], choices=["auto", "batch", "unit"],
                         help="the GRU loops' state layouts to compare (auto: nmt's; batch: [B, U]; unit: [U, B])")
+    parser.add_argument("--attention-kernels", nargs="+", default=["fused"], choices=["fused", "tensorflow"],
+                        help="the attention scores' kernels to compare (fused: nmt's CPU kernel; tensorflow: its ops)")
+    parser.add_argument("--dropout", type=float, default=0.0, help="model.dropout (bench_peers.py uses 0.2)")
     parser.add_argument("--quick", action="store_true", help="tiny model on the bundled sample (< 1 minute)")
     parser.add_argument("--work", default=str(ROOT / "bench_out"))
     args = parser.parse_args()
@@ -69,6 +76,7 @@ def main() -> None:
 
     from nmt.config import TrainingConfig, config_from_dict
     from nmt.model import gru
+    from nmt.model.fused import tensorflow_ops_only
     from nmt.sysinfo import available_cores, machine, set_cpu_threads
     from nmt.training import Trainer, training_thread_plan
 
@@ -81,13 +89,15 @@ def main() -> None:
     prep = prepared_dir(work, 500 if args.quick else 8000, args.quick)
     sampler = {} if args.sampler_distortion is None else {"sampler_distortion": args.sampler_distortion}
     merges = (True, False) if args.unmerged else (True,)
-    variants = [(name, merged, layout) for name in args.optimizers for merged in merges for layout in args.gru_layouts]
-    trainers, layouts = {}, {}
-    for name, merged, layout in variants:
-        label = (name if merged else f"{name} unmerged") + ("" if layout == "auto" else f" {layout}-major GRU loops")
-        layouts[label] = layout
+    variants = [(name, merged, layout, kernel) for name in args.optimizers for merged in merges
+                for layout in args.gru_layouts for kernel in args.attention_kernels]
+    trainers, layouts, kernels = {}, {}, {}
+    for name, merged, layout, kernel in variants:
+        label = (name if merged else f"{name} unmerged") + ("" if layout == "auto" else f" {layout}-major GRU loops") \
+            + ("" if kernel == "fused" else " tensorflow-op attention")
+        layouts[label], kernels[label] = layout, kernel
         cfg = config_from_dict({"data": {"prepared_dir": str(prep)}, "model": {**(TINY_MODEL if args.quick else {}),
-                                                                               "dropout": 0.0},
+                                                                               "dropout": args.dropout},
                                 "training": {"run_dir": str(work / f"run_optimizer_{label.replace(' ', '_')}"),
                                              "max_steps": 1, "num_sampled": num_sampled, "parallel_parts": parts,
                                              "optimizer": name, **sampler}})
@@ -97,12 +107,14 @@ def main() -> None:
     first = trainers[names[0]]
     batches = [[tf.constant(x) for x in first.planner.make_batch(rows)] for rows in first.planner.plan(0)[:steps + 5]]
     for label, trainer in trainers.items():
-        forced = layouts[label]  # read when the step is traced, at its first call
+        forced = layouts[label]  # read when the step is traced, at its first call, as the kernel's scope is
         with contextlib.nullcontext() if forced == "auto" else mock.patch.object(
-                gru, "unit_major_recurrence", lambda units, forced=forced: forced == "unit"):
+                gru, "unit_major_recurrence", lambda units, forced=forced: forced == "unit"), \
+                contextlib.nullcontext() if kernels[label] == "fused" else tensorflow_ops_only():
             for batch in batches[:5]:
                 trainer._train_step(*batch)
     info = {**machine(), "num_sampled": num_sampled, "sampler_distortion": first.cfg.training.sampler_distortion,
+            "dropout": args.dropout,
             "steps": steps, "parallel_parts": parts, "quick": args.quick}
     times: dict[str, list[float]] = {name: [] for name in trainers}
     for p in range(passes):

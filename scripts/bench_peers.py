@@ -18,7 +18,9 @@ Every toolkit gets the same data, the same model and the same threads:
   matmuls in bfloat16 on CPUs with AVX-512 BF16 or AMX, everything else float32; opt-in, not nmt's
   default) and decodes as the ``nmt`` row does; the ``nmt-lazy`` row trains it with
   ``training.optimizer: lazy_adam`` (Adam that updates only the embedding and output rows a batch's
-  sparse gradients touch, as OpenNMT-tf's LazyAdam; opt-in, not nmt's default). The peers' TensorFlow
+  sparse gradients touch, as OpenNMT-tf's LazyAdam; opt-in, not nmt's default); the ``nmt-tfops`` row
+  trains and decodes with ``NMT_FUSED_KERNELS=0`` (the attention on TensorFlow's ops instead of nmt's
+  fused CPU kernel, nmt/model/fused.py: what nmt does without a C++ compiler). The peers' TensorFlow
   keeps its own default for oneDNN (on with AVX-512 and the like, off on AVX2-only CPUs; nmt always turns
   it on); the ``opennmt-tf-onednn`` row runs OpenNMT-tf with ``TF_ENABLE_ONEDNN_OPTS=1`` as well, for
   CPUs where that default is off.
@@ -268,14 +270,15 @@ NMT_DECODING_VARIANTS = {
 
 def nmt_bench(prep: Path, work: Path, placement: str, num_sampled: int, steps: int, warmup: int,
               threads: int, env: dict, decode_repeats: int, variants: tuple[str, ...] = (),
-              precision: str = "float32", optimizer: str = "adam") -> dict:
+              precision: str = "float32", optimizer: str = "adam", tag: str = "") -> dict:
     """Train nmt for ``warmup + steps`` steps (``precision``, ``optimizer``: ``training.precision`` and
     ``training.optimizer``) and greedy-decode test2016 with the last checkpoint, then once per name in
-    ``variants`` (keys of ``NMT_DECODING_VARIANTS``) another way: ``result["variants"]``."""
+    ``variants`` (keys of ``NMT_DECODING_VARIANTS``) another way: ``result["variants"]``. ``tag`` names
+    the run directory apart (for a run that differs by ``env`` only)."""
     import yaml
 
     name = (f"nmt_{placement}_{num_sampled}" + ("" if precision == "float32" else f"_{precision}")
-            + ("" if optimizer == "adam" else f"_{optimizer}"))
+            + ("" if optimizer == "adam" else f"_{optimizer}") + (f"_{tag}" if tag else ""))
     run_dir = work / name
     cfg = {"data": {"prepared_dir": str(prep)},
            "model": {**REFERENCE_MODEL, "attention_placement": placement},
@@ -573,8 +576,8 @@ def main() -> None:
                              "with 1, nmt's 1-3 s of decoding is within the noise of two process start-ups)")
     parser.add_argument("--toolkits", nargs="+", default=["nmt", "nmt-bf16", "nmt-feed", "nmt-full", "joeynmt",
                                                                  "opennmt-tf"],
-                        choices=["nmt", "nmt-bf16", "nmt-lazy", "nmt-feed", "nmt-full", "joeynmt", "opennmt-tf",
-                                 "opennmt-tf-onednn"])
+                        choices=["nmt", "nmt-bf16", "nmt-lazy", "nmt-tfops", "nmt-feed", "nmt-full", "joeynmt",
+                                 "opennmt-tf", "opennmt-tf-onednn"])
     parser.add_argument("--nmt-variants", nargs="*", default=list(NMT_DECODING_VARIANTS),
                         choices=list(NMT_DECODING_VARIANTS), metavar="VARIANT",
                         help="the other ways the nmt row's checkpoint is decoded, each its own row: "
@@ -621,6 +624,8 @@ def main() -> None:
         "nmt-full": lambda: nmt_bench(prep, work, "post", 0, *common),
         "nmt-bf16": lambda: nmt_bench(prep, work, "post", 1024, *common, precision="bfloat16"),
         "nmt-lazy": lambda: nmt_bench(prep, work, "post", 1024, *common, optimizer="lazy_adam"),
+        "nmt-tfops": lambda: nmt_bench(prep, work, "post", 1024, args.steps, args.warmup, args.threads,
+                                       {**env, "NMT_FUSED_KERNELS": "0"}, args.decode_repeats, tag="tfops"),
         "joeynmt": lambda: joey_bench(pythons["joeynmt"], work, *common),
         "opennmt-tf": lambda: onmt_bench(pythons["opennmt-tf"], work, *common),
         "opennmt-tf-onednn": lambda: onmt_bench(pythons["opennmt-tf"], work, args.steps, args.warmup, args.threads,

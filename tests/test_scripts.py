@@ -188,11 +188,13 @@ def test_bench_loss_quick(capsys, tmp_path):
 
 def test_bench_optimizer_quick(bench_work, capsys, tmp_path):
     """bench_optimizer.py alternates Adam and lazy Adam over the same batches in one process, each also
-    with repeated sampled candidates left unmerged (--unmerged) and with the GRU loops' states as [U, B]."""
+    with repeated sampled candidates left unmerged (--unmerged), with the GRU loops' states as [U, B] and
+    with the attention on TensorFlow's ops instead of the fused kernel."""
     rows = run_script("bench_optimizer.py", "--quick", "--unmerged", "--sampler-distortion", "0.5",
-                      "--gru-layouts", "auto", "unit", "--work", str(bench_work), capsys=capsys, tmp_path=tmp_path)
-    names = [f"{optimizer}{merge}{layout}" for optimizer in ("adam", "lazy_adam") for merge in ("", " unmerged")
-             for layout in ("", " unit-major GRU loops")]
+                      "--gru-layouts", "auto", "unit", "--attention-kernels", "fused", "tensorflow",
+                      "--work", str(bench_work), capsys=capsys, tmp_path=tmp_path)
+    names = [f"{optimizer}{merge}{layout}{kernel}" for optimizer in ("adam", "lazy_adam") for merge in ("", " unmerged")
+             for layout in ("", " unit-major GRU loops") for kernel in ("", " tensorflow-op attention")]
     passes = [(r["optimizer"], r["pass"]) for r in rows if r["bench"] == "optimizer_pass"]
     assert passes == [(n, 0) for n in names] + [(n, 1) for n in names[::-1]]  # alternated
     summary = {r["optimizer"]: r for r in rows if r["bench"] == "optimizer_step"}
@@ -399,6 +401,7 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
     ("bench_optimizer.py", ["--unmerged", "--num-sampled", "0"], "--unmerged needs sampled softmax"),
     ("bench_optimizer.py", ["--sampler-distortion", "1.5"], "--sampler-distortion must be between 0 and 1"),
     ("bench_optimizer.py", ["--gru-layouts", "time"], "argument --gru-layouts: invalid choice: 'time'"),
+    ("bench_optimizer.py", ["--attention-kernels", "xla"], "argument --attention-kernels: invalid choice: 'xla'"),
     ("bench_train.py", ["--parts", "0", "--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
     ("bench_train.py", ["--parts", "0", "--losses", "nce"], "argument --losses: invalid choice: 'nce'"),
     ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'"),

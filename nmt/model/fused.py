@@ -74,10 +74,10 @@ def _cpu_fingerprint() -> str:
     return platform.machine() + platform.processor()
 
 
-def _build_command(compiler: str, out: Path) -> list[str]:
-    command = [compiler, str(SOURCE), "-o", str(out), "-shared", "-fPIC", "-O3", "-march=native", "-w",
-               *tf.sysconfig.get_compile_flags(), *tf.sysconfig.get_link_flags()]
-    return command + (["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else [])
+def _build_flags() -> list[str]:
+    flags = ["-shared", "-fPIC", "-O3", "-march=native", "-w", *tf.sysconfig.get_compile_flags(),
+             *tf.sysconfig.get_link_flags()]
+    return flags + (["-undefined", "dynamic_lookup"] if sys.platform == "darwin" else [])
 
 
 def built_kernel_path() -> Path:
@@ -90,8 +90,7 @@ def built_kernel_path() -> Path:
     if compiler is None:
         raise RuntimeError("no C++ compiler found (set CXX, or install g++)")
     key = hashlib.sha256("\0".join([SOURCE.read_text(encoding="utf-8"), tf.__version__, compiler,
-                                    " ".join(_build_command(compiler, Path("out"))),
-                                    _cpu_fingerprint()]).encode()).hexdigest()[:16]
+                                    *_build_flags(), _cpu_fingerprint()]).encode()).hexdigest()[:16]
     folder = cache_dir() / "kernels"
     target = folder / f"additive_scores-{key}.so"
     if target.is_file():
@@ -106,7 +105,8 @@ def built_kernel_path() -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        done = subprocess.run(_build_command(compiler, tmp), capture_output=True, text=True, timeout=600)
+        done = subprocess.run([compiler, str(SOURCE), "-o", str(tmp), *_build_flags()], capture_output=True,
+                              text=True, timeout=600)
         if done.returncode != 0:
             lines = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines() or [""]
             raise RuntimeError(f"{Path(compiler).name} failed: {lines[0].strip()[:200]}")
@@ -128,7 +128,7 @@ def kernel() -> ModuleType | None:
         return tf.load_op_library(str(built_kernel_path()))
     except (RuntimeError, tf.errors.OpError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"nmt: warning: the fused attention kernel is unavailable ({reason}); "
+        print(f"warning: the fused attention kernel is unavailable ({reason}); "
               "using TensorFlow's ops (same results, slower)", file=sys.stderr)
         return None
 
