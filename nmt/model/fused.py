@@ -39,18 +39,22 @@ import tensorflow as tf
 
 SOURCE = Path(__file__).with_name("additive_scores.cc")
 
-_scope = threading.local()
+_lock = threading.Lock()
+_ops_only = 0  # how many tensorflow_ops_only() scopes are open, in any thread
 
 
 @contextlib.contextmanager
 def tensorflow_ops_only() -> Iterator[None]:
-    """Trace the functions inside with TensorFlow's own ops only (for SavedModels and XLA)."""
-    previous = getattr(_scope, "off", False)
-    _scope.off = True
+    """Trace the functions inside with TensorFlow's own ops only (for SavedModels and XLA). Process-wide while
+    open, so that traces made by other threads (the decoder's, for batches decoded side by side) follow it."""
+    global _ops_only
+    with _lock:
+        _ops_only += 1
     try:
         yield
     finally:
-        _scope.off = previous
+        with _lock:
+            _ops_only -= 1
 
 
 def cache_dir() -> Path:
@@ -141,7 +145,7 @@ def _gpu_visible() -> bool:
 def additive_scores(q: tf.Tensor, keys: tf.Tensor, v: tf.Tensor) -> tf.Tensor | None:
     """``v^T tanh(q + keys)`` [B, T, S] for ``q`` [B, T, U], ``keys`` [B, S, U] and ``v`` [U, 1] by
     the fused kernel, differentiable; None where the kernel does not apply (see the module's text)."""
-    if getattr(_scope, "off", False) or not all(x.dtype == tf.float32 for x in (q, keys, v)) or _gpu_visible():
+    if _ops_only or not all(x.dtype == tf.float32 for x in (q, keys, v)) or _gpu_visible():
         return None
     library = kernel()
     return None if library is None else library.nmt_additive_scores(q, keys, tf.reshape(v, [-1]))
