@@ -42,17 +42,23 @@ _FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The vector extensions of the first CPU in ``/proc/cpuinfo`` that nmt's choices and reports name
-    (of ``avx2``, ``fma``, ``avx512f``, ``avx512_bf16``, ``amx_tile``); empty where there is no such file."""
+def all_cpu_flags() -> frozenset[str]:
+    """Every flag of the first CPU in ``/proc/cpuinfo`` (``flags``, or ``Features`` on ARM); empty where
+    there is no such file."""
     info = Path("/proc/cpuinfo")
     if not info.is_file():
         return frozenset()
     for line in info.read_text(errors="replace").splitlines():
         key, _, value = (part.strip() for part in line.partition(":"))
-        if key == "flags":
-            return frozenset(value.split()) & frozenset(_FLAGS)
+        if key in ("flags", "Features"):
+            return frozenset(value.split())
     return frozenset()
+
+
+def cpu_flags() -> frozenset[str]:
+    """The vector extensions of the first CPU that nmt's choices and reports name (of ``avx2``, ``fma``,
+    ``avx512f``, ``avx512_bf16``, ``amx_tile``); empty where there is no ``/proc/cpuinfo``."""
+    return all_cpu_flags() & frozenset(_FLAGS)
 
 
 def machine() -> dict[str, object]:

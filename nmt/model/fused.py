@@ -37,6 +37,8 @@ from types import ModuleType
 
 import tensorflow as tf
 
+from nmt.sysinfo import all_cpu_flags
+
 SOURCE = Path(__file__).with_name("additive_scores.cc")
 
 _lock = threading.Lock()
@@ -69,13 +71,8 @@ def _compiler() -> str | None:
 
 
 def _cpu_fingerprint() -> str:
-    """The CPU's instruction-set flags (the kernel is built with ``-march=native``)."""
-    info = Path("/proc/cpuinfo")
-    if info.is_file():
-        for line in info.read_text(errors="replace").splitlines():
-            if line.startswith(("flags", "Features")):
-                return line
-    return platform.machine() + platform.processor()
+    """The CPU's architecture and instruction-set flags (the kernel is built with ``-march=native``)."""
+    return " ".join([platform.machine(), platform.processor(), *sorted(all_cpu_flags())])
 
 
 def _build_flags() -> list[str]:
