@@ -72,6 +72,8 @@ def main() -> None:
         parser.error("--unmerged needs sampled softmax (--num-sampled > 0)")
     if args.sampler_distortion is not None and not 0 <= args.sampler_distortion <= 1:
         parser.error("--sampler-distortion must be between 0 and 1 (training.sampler_distortion)")
+    if not 0 <= args.dropout <= 0.9:
+        parser.error("--dropout must be between 0 and 0.9 (model.dropout)")
     import tensorflow as tf
 
     from nmt.config import TrainingConfig, config_from_dict

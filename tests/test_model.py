@@ -39,7 +39,7 @@ def test_attention_masks_padding_and_rows_sum_to_one():
     assert BahdanauAttention.from_config(att.get_config()).units == 7
 
 
-def test_fused_attention_kernel_equals_tensorflows_ops_in_values_and_gradients(tmp_path, monkeypatch):
+def test_fused_attention_kernel_equals_tensorflows_ops_in_values_and_gradients(tmp_path, monkeypatch, capsys):
     """The fused CPU kernel (nmt/model/additive_scores.cc) is built where a C++ compiler is, is what
     the attention runs on by default, and gives TensorFlow's ops' weights, contexts and gradients
     (a query per sentence and per target position, masked positions included); a compiler that
@@ -81,6 +81,15 @@ def test_fused_attention_kernel_equals_tensorflows_ops_in_values_and_gradients(t
     with pytest.raises(RuntimeError, match="^false failed") as failure:
         fused.built_kernel_path()
     assert "\n" not in str(failure.value) and list((tmp_path / "kernels").iterdir()) == []
+    capsys.readouterr()
+    assert fused.kernel.__wrapped__() is None  # the uncached loader: one warning line, TensorFlow's ops
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: the fused attention kernel is unavailable (false failed: ); using TensorFlow's ops (same results, "
+        "slower)"]
+    monkeypatch.delenv("CXX")
+    monkeypatch.setattr(shutil, "which", lambda name: None)  # no compiler at all
+    with pytest.raises(RuntimeError, match=r"^no C\+\+ compiler found \(set CXX, or install g\+\+\)$"):
+        fused.built_kernel_path()
 
 
 @pytest.mark.parametrize("placement", ["post", "feed"])

@@ -402,6 +402,7 @@ COUNTS = "--steps and --passes must be at least 1, --num-sampled at least 0"
     ("bench_optimizer.py", ["--sampler-distortion", "1.5"], "--sampler-distortion must be between 0 and 1"),
     ("bench_optimizer.py", ["--gru-layouts", "time"], "argument --gru-layouts: invalid choice: 'time'"),
     ("bench_optimizer.py", ["--attention-kernels", "xla"], "argument --attention-kernels: invalid choice: 'xla'"),
+    ("bench_optimizer.py", ["--dropout", "1.5"], "--dropout must be between 0 and 0.9 (model.dropout)"),
     ("bench_train.py", ["--parts", "0", "--optimizers", "sgd"], "argument --optimizers: invalid choice: 'sgd'"),
     ("bench_train.py", ["--parts", "0", "--losses", "nce"], "argument --losses: invalid choice: 'nce'"),
     ("bench_peers.py", ["--toolkits", "nmt", "marian"], "argument --toolkits: invalid choice: 'marian'"),
