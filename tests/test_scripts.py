@@ -203,6 +203,23 @@ def test_bench_optimizer_quick(bench_work, capsys, tmp_path):
                for r in summary.values())
 
 
+def test_bench_attention_quick(capsys, tmp_path):
+    """bench_attention.py times the attention's scores with the fused kernel and with TensorFlow's ops, forward
+    and backward, and reports how far apart their results are."""
+    from nmt.model import fused
+
+    if fused.kernel() is None:
+        pytest.skip("no C++ compiler: no fused kernel to compare")
+    rows = run_script("bench_attention.py", "--quick", capsys=capsys, tmp_path=tmp_path)
+    assert [(r["target"], r["source"]) for r in rows] == [(1, 6), (5, 7)]
+    assert all(r["fused_fwd_bwd_ms"] > 0 and r["tf_fwd_bwd_ms"] > 0 and r["max_relative_difference"] < 1e-4
+               for r in rows)
+    for extra, message in ((["--shapes", "20"], "--shapes takes TARGETxSOURCE, e.g. 20x20"),
+                           (["--shapes", "20x0"], "--shapes, --rows, --units, --threads, --rounds and --calls must")):
+        code, err = usage_error("bench_attention.py", *extra, capsys=capsys)
+        assert code == 2 and message in err[-1] and "Traceback" not in "\n".join(err)
+
+
 def test_bench_sampler_quick(bench_work, capsys, tmp_path):
     """bench_sampler.py trains the same run once per distortion and seed and reports its validations, the
     medians over the seeds and what the sampler's draws hold (tests/test_model.py checks those
