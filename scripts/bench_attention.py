@@ -48,10 +48,9 @@ def main() -> None:
 
     from nmt.model import fused
     from nmt.model.ops import matmul_last
-    from nmt.sysinfo import machine
+    from nmt.sysinfo import machine, set_cpu_threads
 
-    tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    set_cpu_threads(args.threads, 1)  # (kept as they are where the runtime has started: the tests)
     if fused.kernel() is None:
         sys.exit("error: the fused attention kernel is unavailable here (see the warning above)")
     rounds, calls = (3, 3) if args.quick else (args.rounds, args.calls)
